@@ -1,0 +1,427 @@
+//! Shared memory that a peer may write at any moment.
+//!
+//! This is the only crate of pvio with `unsafe` on shared memory. Every
+//! protocol crate (rings, grant tables, drivers) is safe code over the
+//! [`SharedMem`] trait defined here.
+//!
+//! # Access rules
+//!
+//! A region handed out by this crate is memory that another domain (another
+//! thread, or another process mapping the same memfd) may read and write
+//! concurrently, with no cooperation and no good intent. So:
+//!
+//! * **No reference into the region ever escapes.** There is no `&[u8]`,
+//!   `&T` or `&mut T` into shared memory in any public API: the compiler would
+//!   be entitled to re-read through a reference (a double fetch, XSA-155).
+//! * **Values are copied in and out, once.** [`SharedMemExt::read_obj`] copies a
+//!   [`Pod`] value out of the region in a single pass; the caller validates and
+//!   uses the private copy only. [`SharedMemExt::write_obj`] copies a value in.
+//!   These copies are made of relaxed atomic loads and stores of the widest
+//!   naturally aligned word (8, 4, 2 or 1 bytes): like Linux's `READ_ONCE`, the
+//!   compiler can neither tear one read into two nor re-read, and unlike
+//!   `ptr::read_volatile` they are not data races under Rust's memory model,
+//!   so the concurrency tests run cleanly under Miri and loom.
+//!   A copy of more than one word is not atomic as a whole: a peer may change
+//!   the bytes mid-copy, and the caller must validate the copy it got.
+//! * **Indices and flags are atomics with explicit orderings**: aligned
+//!   `u16`/`u32`/`u64` loads, stores, compare-exchanges and bit operations,
+//!   plus [`SharedMem::fence`]. Misaligned or out-of-bounds accesses return
+//!   [`MemError`]; nothing here panics on a bad offset.
+//!
+//! # Backends
+//!
+//! * [`HeapMem`]: page-aligned, zeroed heap pages (one process).
+//! * [`MemfdMem`]: a memfd mapped shared, sealed against shrinking and growing,
+//!   shareable with another process by passing its fd.
+//! * [`LoomMem`] (feature `loom`): every 32-bit word is a loom atomic, so the
+//!   ring and grant protocols can be model-checked with the very code that
+//!   runs in production (loom atomics cannot be laid over a mapped page, so
+//!   the model swaps the memory, not the atomic types).
+//! * [`Window`]: a bounds-checked sub-range of any other region.
+//! * [`AccessLog`]: a wrapper that records every access, for tests that prove
+//!   each slot is read exactly once (SECURITY.md R6).
+
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+mod error;
+mod ext;
+#[cfg(feature = "alloc")]
+mod heap;
+#[cfg(feature = "std")]
+mod instrument;
+#[cfg(feature = "loom")]
+mod loom_mem;
+#[cfg(feature = "std")]
+mod memfd;
+mod raw;
+mod window;
+
+pub use bytemuck::{Pod, Zeroable};
+pub use core::sync::atomic::Ordering;
+pub use error::MemError;
+pub use ext::SharedMemExt;
+#[cfg(feature = "alloc")]
+pub use heap::HeapMem;
+#[cfg(feature = "std")]
+pub use instrument::{Access, AccessKind, AccessLog};
+#[cfg(feature = "loom")]
+pub use loom_mem::LoomMem;
+#[cfg(feature = "std")]
+pub use memfd::{MemfdError, MemfdMem};
+pub use window::Window;
+
+/// The protocol page size: every Xen ring and grant works in 4096-byte pages.
+pub const PAGE_SIZE: usize = 4096;
+
+/// A region of memory that a peer may write concurrently.
+///
+/// Offsets are byte offsets from the start of the region. Every method checks
+/// bounds (and natural alignment for the atomic word operations) and returns
+/// [`MemError`] instead of panicking.
+///
+/// The trait is safe to implement: a wrapper (a window, an access log, a
+/// fault injector) forwards to another implementation; only the backends in
+/// this crate touch raw memory.
+pub trait SharedMem {
+    /// Size of the region in bytes.
+    fn size(&self) -> usize;
+
+    /// Copies `dst.len()` bytes starting at `offset` out of the region, each
+    /// byte read exactly once (see the crate docs for the granularity).
+    fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError>;
+
+    /// Copies `src` into the region at `offset`, each byte written once.
+    fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), MemError>;
+
+    /// Sets `len` bytes at `offset` to `byte`.
+    fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError>;
+
+    /// Atomic load of the aligned `u16` at `offset`.
+    fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, MemError>;
+    /// Atomic load of the aligned `u32` at `offset`.
+    fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, MemError>;
+    /// Atomic load of the aligned `u64` at `offset`.
+    fn load_u64(&self, offset: usize, order: Ordering) -> Result<u64, MemError>;
+
+    /// Atomic store to the aligned `u16` at `offset`.
+    fn store_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<(), MemError>;
+    /// Atomic store to the aligned `u32` at `offset`.
+    fn store_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<(), MemError>;
+    /// Atomic store to the aligned `u64` at `offset`.
+    fn store_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<(), MemError>;
+
+    /// Atomic compare-exchange of the aligned `u16` at `offset`.
+    ///
+    /// The outer `Result` reports a bad offset; the inner one is
+    /// `Ok(previous)` on success and `Err(actual)` when the value differed.
+    fn compare_exchange_u16(
+        &self,
+        offset: usize,
+        current: u16,
+        new: u16,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Result<u16, u16>, MemError>;
+    /// Atomic compare-exchange of the aligned `u32` at `offset` (see
+    /// [`SharedMem::compare_exchange_u16`]).
+    fn compare_exchange_u32(
+        &self,
+        offset: usize,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Result<u32, u32>, MemError>;
+    /// Atomic compare-exchange of the aligned `u64` at `offset` (see
+    /// [`SharedMem::compare_exchange_u16`]).
+    fn compare_exchange_u64(
+        &self,
+        offset: usize,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Result<u64, u64>, MemError>;
+
+    /// Atomic bitwise OR into the aligned `u16` at `offset`; returns the old value.
+    fn fetch_or_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<u16, MemError>;
+    /// Atomic bitwise AND into the aligned `u16` at `offset`; returns the old value.
+    fn fetch_and_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<u16, MemError>;
+    /// Atomic bitwise OR into the aligned `u32` at `offset`; returns the old value.
+    fn fetch_or_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<u32, MemError>;
+    /// Atomic bitwise AND into the aligned `u32` at `offset`; returns the old value.
+    fn fetch_and_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<u32, MemError>;
+    /// Atomic bitwise OR into the aligned `u64` at `offset`; returns the old value.
+    fn fetch_or_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError>;
+    /// Atomic bitwise AND into the aligned `u64` at `offset`; returns the old value.
+    fn fetch_and_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError>;
+
+    /// A memory fence of the given ordering, in the memory model this region
+    /// lives in (a real fence for real memory, a loom fence for [`LoomMem`]).
+    fn fence(&self, order: Ordering);
+}
+
+/// Forwards every [`SharedMem`] method to `$target`.
+macro_rules! forward_shared_mem {
+    ($target:ident) => {
+        fn size(&self) -> usize {
+            $target::size(self)
+        }
+        fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
+            $target::read_bytes(self, offset, dst)
+        }
+        fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
+            $target::write_bytes(self, offset, src)
+        }
+        fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError> {
+            $target::fill(self, offset, len, byte)
+        }
+        fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, MemError> {
+            $target::load_u16(self, offset, order)
+        }
+        fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, MemError> {
+            $target::load_u32(self, offset, order)
+        }
+        fn load_u64(&self, offset: usize, order: Ordering) -> Result<u64, MemError> {
+            $target::load_u64(self, offset, order)
+        }
+        fn store_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<(), MemError> {
+            $target::store_u16(self, offset, val, order)
+        }
+        fn store_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<(), MemError> {
+            $target::store_u32(self, offset, val, order)
+        }
+        fn store_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<(), MemError> {
+            $target::store_u64(self, offset, val, order)
+        }
+        fn compare_exchange_u16(
+            &self,
+            offset: usize,
+            current: u16,
+            new: u16,
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<Result<u16, u16>, MemError> {
+            $target::compare_exchange_u16(self, offset, current, new, success, failure)
+        }
+        fn compare_exchange_u32(
+            &self,
+            offset: usize,
+            current: u32,
+            new: u32,
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<Result<u32, u32>, MemError> {
+            $target::compare_exchange_u32(self, offset, current, new, success, failure)
+        }
+        fn compare_exchange_u64(
+            &self,
+            offset: usize,
+            current: u64,
+            new: u64,
+            success: Ordering,
+            failure: Ordering,
+        ) -> Result<Result<u64, u64>, MemError> {
+            $target::compare_exchange_u64(self, offset, current, new, success, failure)
+        }
+        fn fetch_or_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<u16, MemError> {
+            $target::fetch_or_u16(self, offset, val, order)
+        }
+        fn fetch_and_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<u16, MemError> {
+            $target::fetch_and_u16(self, offset, val, order)
+        }
+        fn fetch_or_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<u32, MemError> {
+            $target::fetch_or_u32(self, offset, val, order)
+        }
+        fn fetch_and_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<u32, MemError> {
+            $target::fetch_and_u32(self, offset, val, order)
+        }
+        fn fetch_or_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError> {
+            $target::fetch_or_u64(self, offset, val, order)
+        }
+        fn fetch_and_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError> {
+            $target::fetch_and_u64(self, offset, val, order)
+        }
+        fn fence(&self, order: Ordering) {
+            $target::fence(self, order)
+        }
+    };
+}
+
+impl<M: SharedMem + ?Sized> SharedMem for &M {
+    forward_shared_mem!(M);
+}
+
+#[cfg(feature = "alloc")]
+impl<M: SharedMem + ?Sized> SharedMem for alloc::sync::Arc<M> {
+    forward_shared_mem!(M);
+}
+
+#[cfg(feature = "alloc")]
+impl<M: SharedMem + ?Sized> SharedMem for alloc::boxed::Box<M> {
+    forward_shared_mem!(M);
+}
+
+/// Implements [`SharedMem`] for a type with a `raw(&self) -> &raw::RawRegion`
+/// method, i.e. for every backend over real memory.
+macro_rules! impl_shared_mem_via_raw {
+    ($ty:ty) => {
+        impl $crate::SharedMem for $ty {
+            fn size(&self) -> usize {
+                self.raw().len()
+            }
+            fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), $crate::MemError> {
+                self.raw().read_bytes(offset, dst)
+            }
+            fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), $crate::MemError> {
+                self.raw().write_bytes(offset, src)
+            }
+            fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), $crate::MemError> {
+                self.raw().fill(offset, len, byte)
+            }
+            fn load_u16(
+                &self,
+                offset: usize,
+                order: $crate::Ordering,
+            ) -> Result<u16, $crate::MemError> {
+                Ok(self.raw().atomic_u16(offset)?.load(order))
+            }
+            fn load_u32(
+                &self,
+                offset: usize,
+                order: $crate::Ordering,
+            ) -> Result<u32, $crate::MemError> {
+                Ok(self.raw().atomic_u32(offset)?.load(order))
+            }
+            fn load_u64(
+                &self,
+                offset: usize,
+                order: $crate::Ordering,
+            ) -> Result<u64, $crate::MemError> {
+                Ok(self.raw().atomic_u64(offset)?.load(order))
+            }
+            fn store_u16(
+                &self,
+                offset: usize,
+                val: u16,
+                order: $crate::Ordering,
+            ) -> Result<(), $crate::MemError> {
+                self.raw().atomic_u16(offset)?.store(val, order);
+                Ok(())
+            }
+            fn store_u32(
+                &self,
+                offset: usize,
+                val: u32,
+                order: $crate::Ordering,
+            ) -> Result<(), $crate::MemError> {
+                self.raw().atomic_u32(offset)?.store(val, order);
+                Ok(())
+            }
+            fn store_u64(
+                &self,
+                offset: usize,
+                val: u64,
+                order: $crate::Ordering,
+            ) -> Result<(), $crate::MemError> {
+                self.raw().atomic_u64(offset)?.store(val, order);
+                Ok(())
+            }
+            fn compare_exchange_u16(
+                &self,
+                offset: usize,
+                current: u16,
+                new: u16,
+                success: $crate::Ordering,
+                failure: $crate::Ordering,
+            ) -> Result<Result<u16, u16>, $crate::MemError> {
+                Ok(self
+                    .raw()
+                    .atomic_u16(offset)?
+                    .compare_exchange(current, new, success, failure))
+            }
+            fn compare_exchange_u32(
+                &self,
+                offset: usize,
+                current: u32,
+                new: u32,
+                success: $crate::Ordering,
+                failure: $crate::Ordering,
+            ) -> Result<Result<u32, u32>, $crate::MemError> {
+                Ok(self
+                    .raw()
+                    .atomic_u32(offset)?
+                    .compare_exchange(current, new, success, failure))
+            }
+            fn compare_exchange_u64(
+                &self,
+                offset: usize,
+                current: u64,
+                new: u64,
+                success: $crate::Ordering,
+                failure: $crate::Ordering,
+            ) -> Result<Result<u64, u64>, $crate::MemError> {
+                Ok(self
+                    .raw()
+                    .atomic_u64(offset)?
+                    .compare_exchange(current, new, success, failure))
+            }
+            fn fetch_or_u16(
+                &self,
+                offset: usize,
+                val: u16,
+                order: $crate::Ordering,
+            ) -> Result<u16, $crate::MemError> {
+                Ok(self.raw().atomic_u16(offset)?.fetch_or(val, order))
+            }
+            fn fetch_and_u16(
+                &self,
+                offset: usize,
+                val: u16,
+                order: $crate::Ordering,
+            ) -> Result<u16, $crate::MemError> {
+                Ok(self.raw().atomic_u16(offset)?.fetch_and(val, order))
+            }
+            fn fetch_or_u32(
+                &self,
+                offset: usize,
+                val: u32,
+                order: $crate::Ordering,
+            ) -> Result<u32, $crate::MemError> {
+                Ok(self.raw().atomic_u32(offset)?.fetch_or(val, order))
+            }
+            fn fetch_and_u32(
+                &self,
+                offset: usize,
+                val: u32,
+                order: $crate::Ordering,
+            ) -> Result<u32, $crate::MemError> {
+                Ok(self.raw().atomic_u32(offset)?.fetch_and(val, order))
+            }
+            fn fetch_or_u64(
+                &self,
+                offset: usize,
+                val: u64,
+                order: $crate::Ordering,
+            ) -> Result<u64, $crate::MemError> {
+                Ok(self.raw().atomic_u64(offset)?.fetch_or(val, order))
+            }
+            fn fetch_and_u64(
+                &self,
+                offset: usize,
+                val: u64,
+                order: $crate::Ordering,
+            ) -> Result<u64, $crate::MemError> {
+                Ok(self.raw().atomic_u64(offset)?.fetch_and(val, order))
+            }
+            fn fence(&self, order: $crate::Ordering) {
+                core::sync::atomic::fence(order)
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use impl_shared_mem_via_raw;

@@ -1,0 +1,238 @@
+//! Behaviour of every real-memory backend through the `SharedMem` trait.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use pvio_shmem::{
+    AccessKind, AccessLog, HeapMem, MemError, MemfdError, MemfdMem, Ordering, PAGE_SIZE, SharedMem,
+    SharedMemExt, Window,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Rec {
+    a: u64,
+    b: u32,
+    c: u16,
+    d: u16,
+}
+
+fn exercise(mem: &dyn SharedMem) {
+    let size = mem.size();
+    assert!(size >= PAGE_SIZE);
+    // Typed copies at every alignment the granule logic distinguishes.
+    for off in [0usize, 8, 12, 14, 17, 64, size - 16] {
+        let r = Rec {
+            a: 0x1122_3344_5566_7788,
+            b: 0xdead_beef,
+            c: 0x1234,
+            d: off as u16,
+        };
+        mem.write_obj(off, &r).unwrap();
+        assert_eq!(mem.read_obj::<Rec>(off).unwrap(), r, "offset {off}");
+    }
+    // Bounds: an object that would end past the region is refused.
+    assert_eq!(
+        mem.read_obj::<Rec>(size - 8),
+        Err(MemError::OutOfBounds {
+            offset: size - 8,
+            len: 16,
+            size
+        })
+    );
+    assert!(
+        mem.write_obj(usize::MAX, &0u32).is_err(),
+        "offset overflow must not wrap"
+    );
+    // Atomics: aligned only.
+    mem.store_u32(4, 7, Ordering::Release).unwrap();
+    assert_eq!(mem.load_u32(4, Ordering::Acquire).unwrap(), 7);
+    assert_eq!(
+        mem.load_u32(6, Ordering::Relaxed),
+        Err(MemError::Misaligned {
+            offset: 6,
+            align: 4
+        })
+    );
+    assert_eq!(
+        mem.compare_exchange_u32(4, 7, 9, Ordering::SeqCst, Ordering::SeqCst)
+            .unwrap(),
+        Ok(7)
+    );
+    assert_eq!(
+        mem.compare_exchange_u32(4, 7, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .unwrap(),
+        Err(9)
+    );
+    mem.store_u16(2, 0x00f0, Ordering::Relaxed).unwrap();
+    assert_eq!(
+        mem.fetch_or_u16(2, 0x000f, Ordering::AcqRel).unwrap(),
+        0x00f0
+    );
+    assert_eq!(
+        mem.fetch_and_u16(2, 0x0003, Ordering::AcqRel).unwrap(),
+        0x00ff
+    );
+    assert_eq!(mem.load_u16(2, Ordering::Relaxed).unwrap(), 0x0003);
+    assert_eq!(
+        mem.load_u32(4, Ordering::Relaxed).unwrap(),
+        9,
+        "u16 ops must not touch the next word"
+    );
+    mem.store_u64(8, u64::MAX, Ordering::Relaxed).unwrap();
+    assert_eq!(
+        mem.fetch_and_u64(8, 1, Ordering::Relaxed).unwrap(),
+        u64::MAX
+    );
+    assert_eq!(mem.fetch_or_u64(8, 2, Ordering::Relaxed).unwrap(), 1);
+    assert_eq!(mem.load_u64(8, Ordering::Relaxed).unwrap(), 3);
+    assert!(mem.load_u64(size, Ordering::Relaxed).is_err());
+    // Fill and slices.
+    mem.fill(100, 50, 0xAA).unwrap();
+    let mut buf = [0u8; 52];
+    mem.read_bytes(99, &mut buf).unwrap();
+    assert!(buf[1..51].iter().all(|&b| b == 0xAA));
+    let vals = [1u32, 2, 3, 4];
+    mem.write_slice(256, &vals).unwrap();
+    let mut out = [0u32; 4];
+    mem.read_slice(256, &mut out).unwrap();
+    assert_eq!(out, vals);
+    mem.fence(Ordering::SeqCst);
+}
+
+#[test]
+fn heap_mem_behaves() {
+    let mem = HeapMem::pages(2).unwrap();
+    assert_eq!(mem.size(), 2 * PAGE_SIZE);
+    assert!(
+        mem.to_vec().unwrap().iter().all(|&b| b == 0),
+        "heap pages start zeroed"
+    );
+    exercise(&mem);
+    assert!(HeapMem::new(0).is_none());
+}
+
+#[test]
+fn memfd_mem_behaves() {
+    let mem = MemfdMem::new(c"pvio-test", 3 * PAGE_SIZE).unwrap();
+    assert_eq!(mem.size(), 3 * PAGE_SIZE);
+    exercise(&mem);
+    assert!(matches!(
+        MemfdMem::new(c"zero", 0),
+        Err(MemfdError::ZeroLength)
+    ));
+}
+
+#[test]
+fn memfd_two_mappings_share_pages() {
+    let a = MemfdMem::new(c"pvio-share", PAGE_SIZE).unwrap();
+    let b = MemfdMem::from_fd(a.fd().try_clone_to_owned().unwrap()).unwrap();
+    assert_eq!(b.size(), PAGE_SIZE);
+    a.store_u32(64, 0xfeed, Ordering::Release).unwrap();
+    assert_eq!(b.load_u32(64, Ordering::Acquire).unwrap(), 0xfeed);
+    b.write_obj(128, &[7u8; 16]).unwrap();
+    assert_eq!(a.read_obj::<[u8; 16]>(128).unwrap(), [7u8; 16]);
+}
+
+/// SECURITY.md L3: a sealed memfd cannot be shrunk under a mapping, and an
+/// unsealed fd from a peer is refused.
+#[test]
+fn l3_memfd_sealed_against_shrink() {
+    let a = MemfdMem::new(c"pvio-seal", PAGE_SIZE).unwrap();
+    let fd = a.fd().try_clone_to_owned().unwrap();
+    let err = nix::unistd::ftruncate(&fd, 0).unwrap_err();
+    assert_eq!(
+        err,
+        nix::errno::Errno::EPERM,
+        "shrinking a sealed memfd must fail"
+    );
+    assert!(
+        nix::unistd::ftruncate(&fd, 2 * PAGE_SIZE as i64).is_err(),
+        "growing too"
+    );
+
+    let unsealed: OwnedFd =
+        nix::sys::memfd::memfd_create(c"pvio-unsealed", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .unwrap();
+    nix::unistd::ftruncate(&unsealed, PAGE_SIZE as i64).unwrap();
+    assert!(matches!(
+        MemfdMem::from_fd(unsealed),
+        Err(MemfdError::NotSealed { .. })
+    ));
+}
+
+#[test]
+fn window_is_bounds_checked_against_itself() {
+    let mem = Arc::new(HeapMem::pages(1).unwrap());
+    let w = Window::new(mem.clone(), 1024, 512).unwrap();
+    assert_eq!(w.size(), 512);
+    w.store_u32(0, 5, Ordering::Relaxed).unwrap();
+    assert_eq!(mem.load_u32(1024, Ordering::Relaxed).unwrap(), 5);
+    assert!(w.read_obj::<u64>(508).is_err(), "crossing the window's end");
+    assert!(w.store_u32(512, 1, Ordering::Relaxed).is_err());
+    assert!(
+        Window::new(mem.clone(), 4000, 200).is_err(),
+        "window past the parent"
+    );
+    assert!(Window::new(mem, usize::MAX, 2).is_err());
+}
+
+#[test]
+fn access_log_records_in_order() {
+    let log = AccessLog::new(HeapMem::pages(1).unwrap());
+    log.write_obj(64, &7u64).unwrap();
+    let _ = log.load_u32(0, Ordering::Acquire).unwrap();
+    let _: u64 = log.read_obj(64).unwrap();
+    let got: Vec<_> = log
+        .take()
+        .into_iter()
+        .map(|a| (a.kind, a.offset, a.len))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (AccessKind::Write, 64, 8),
+            (AccessKind::Load, 0, 4),
+            (AccessKind::Read, 64, 8)
+        ]
+    );
+    assert!(log.take().is_empty());
+}
+
+/// Many threads hammering one word with read-modify-writes lose no update.
+#[test]
+fn concurrent_rmw_on_heap_is_atomic() {
+    let mem = Arc::new(HeapMem::pages(1).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let mem = mem.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10_000 {
+                    mem.fetch_or_u64(0, 1 << t, Ordering::AcqRel).unwrap();
+                    mem.fetch_and_u64(0, !(1 << t), Ordering::AcqRel).unwrap();
+                    loop {
+                        let cur = mem.load_u32(8, Ordering::Relaxed).unwrap();
+                        if mem
+                            .compare_exchange_u32(
+                                8,
+                                cur,
+                                cur + 1,
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            )
+                            .unwrap()
+                            .is_ok()
+                        {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(mem.load_u32(8, Ordering::Relaxed).unwrap(), 40_000);
+    assert_eq!(mem.load_u64(0, Ordering::Relaxed).unwrap(), 0);
+}
