@@ -298,7 +298,12 @@ mod tests {
 
     #[test]
     fn segment_validation() {
-        let s = |f, l| RequestSegment { gref: GrantRef(1), first_sect: f, last_sect: l, _pad0: [0; 2] };
+        let s = |f, l| RequestSegment {
+            gref: GrantRef(1),
+            first_sect: f,
+            last_sect: l,
+            _pad0: [0; 2],
+        };
         assert_eq!(s(0, 7).sectors(), Some(8));
         assert_eq!(s(3, 3).sectors(), Some(1));
         assert_eq!(s(4, 3).sectors(), None);

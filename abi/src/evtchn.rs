@@ -548,17 +548,12 @@ const _: () = {
     assert!(offset_of!(SharedInfo, arch) == 3088);
     assert!(EVTCHN_2L_NR_CHANNELS == 4096);
     assert!(EVTCHN_2L_NR_CHANNELS_X86_32 == 1024);
-    assert!(
-        EVTCHN_2L_NR_CHANNELS as usize
-            == core::mem::size_of::<[u64; 64]>() * 8
-    );
+    assert!(EVTCHN_2L_NR_CHANNELS as usize == core::mem::size_of::<[u64; 64]>() * 8);
 
     assert!(size_of::<FifoControlBlock>() == 72);
     assert!(offset_of!(FifoControlBlock, head) == 8);
     assert!(EVTCHN_FIFO_NR_CHANNELS == 131072);
-    assert!(
-        EVTCHN_FIFO_EVENT_WORDS_PER_PAGE * size_of::<EventWord>() == crate::types::PAGE_SIZE
-    );
+    assert!(EVTCHN_FIFO_EVENT_WORDS_PER_PAGE * size_of::<EventWord>() == crate::types::PAGE_SIZE);
 };
 
 #[cfg(test)]

@@ -337,7 +337,10 @@ const GNTST_TABLE: [(&str, &str); 14] = [
     ("GNTST_bad_handle", "invalid mapping handle"),
     ("GNTST_bad_virt_addr", "invalid virtual address"),
     ("GNTST_bad_dev_addr", "invalid device address"),
-    ("GNTST_no_device_space", "no spare translation slot in the I/O MMU"),
+    (
+        "GNTST_no_device_space",
+        "no spare translation slot in the I/O MMU",
+    ),
     ("GNTST_permission_denied", "permission denied"),
     ("GNTST_bad_page", "bad page"),
     ("GNTST_bad_copy_arg", "copy arguments cross page boundary"),
@@ -552,12 +555,22 @@ impl CopyPtr {
     /// A grant of `domid` (set the matching `GNTCOPY_*_gref` flag).
     #[inline]
     pub const fn gref(domid: DomId, gref: GrantRef, offset: u16) -> Self {
-        CopyPtr { u: gref.0 as u64, domid, offset, _pad0: [0; 4] }
+        CopyPtr {
+            u: gref.0 as u64,
+            domid,
+            offset,
+            _pad0: [0; 4],
+        }
     }
     /// A frame of the caller (`domid` = `DOMID_SELF`; clear the flag).
     #[inline]
     pub const fn gmfn(gmfn: XenPfn, offset: u16) -> Self {
-        CopyPtr { u: gmfn, domid: DOMID_SELF, offset, _pad0: [0; 4] }
+        CopyPtr {
+            u: gmfn,
+            domid: DOMID_SELF,
+            offset,
+            _pad0: [0; 4],
+        }
     }
     /// `u.ref`: the low 32 bits of `u`.
     #[inline]
@@ -797,7 +810,10 @@ mod tests {
     #[test]
     fn v2_views_roundtrip() {
         let sub = GrantEntryV2SubPage {
-            hdr: GrantEntryHeader { flags: GTF_PERMIT_ACCESS | GTF_SUB_PAGE, domid: DomId(3) },
+            hdr: GrantEntryHeader {
+                flags: GTF_PERMIT_ACCESS | GTF_SUB_PAGE,
+                domid: DomId(3),
+            },
             page_off: 100,
             length: 200,
             frame: 0x1234_5678_9abc,
@@ -807,7 +823,10 @@ mod tests {
         assert_eq!(e.sub_page(), sub);
         assert_eq!(e.full_page().frame, 0x1234_5678_9abc);
         let t = GrantEntryV2Transitive {
-            hdr: GrantEntryHeader { flags: GTF_TRANSITIVE, domid: DomId(1) },
+            hdr: GrantEntryHeader {
+                flags: GTF_TRANSITIVE,
+                domid: DomId(1),
+            },
             trans_domid: DomId(9),
             gref: GrantRef(77),
             ..Default::default()
@@ -821,11 +840,18 @@ mod tests {
         assert_eq!(p.u, 0xDEAD_BEEF);
         assert_eq!(p.ref_(), GrantRef(0xDEAD_BEEF));
         // The ref is in the first four bytes (C union member at offset 0).
-        assert_eq!(&bytemuck::bytes_of(&p)[..8], &[0xEF, 0xBE, 0xAD, 0xDE, 0, 0, 0, 0]);
+        assert_eq!(
+            &bytemuck::bytes_of(&p)[..8],
+            &[0xEF, 0xBE, 0xAD, 0xDE, 0, 0, 0, 0]
+        );
         let f = CopyPtr::gmfn(0x1_0000_0000, 0);
         assert_eq!(f.domid, DOMID_SELF);
         assert_eq!(f.gmfn_value(), 0x1_0000_0000);
-        let c = CacheFlush { a: 42, op: GNTTAB_CACHE_SOURCE_GREF, ..Default::default() };
+        let c = CacheFlush {
+            a: 42,
+            op: GNTTAB_CACHE_SOURCE_GREF,
+            ..Default::default()
+        };
         assert_eq!(c.ref_(), GrantRef(42));
     }
 }

@@ -155,7 +155,11 @@ impl ExtraInfo {
     /// A multicast add (`add`) or delete extra.
     #[inline]
     pub fn mcast(add: bool, addr: [u8; 6]) -> Self {
-        let ty = if add { XEN_NETIF_EXTRA_TYPE_MCAST_ADD } else { XEN_NETIF_EXTRA_TYPE_MCAST_DEL };
+        let ty = if add {
+            XEN_NETIF_EXTRA_TYPE_MCAST_ADD
+        } else {
+            XEN_NETIF_EXTRA_TYPE_MCAST_DEL
+        };
         Self::new(ty, bytemuck::cast(ExtraMcast { addr }))
     }
     /// A hash extra.
@@ -166,7 +170,13 @@ impl ExtraInfo {
     /// An XDP headroom extra (Linux only).
     #[inline]
     pub fn xdp(headroom: u16) -> Self {
-        Self::new(XEN_NETIF_EXTRA_TYPE_XDP, bytemuck::cast(ExtraXdp { headroom, pad: [0; 2] }))
+        Self::new(
+            XEN_NETIF_EXTRA_TYPE_XDP,
+            bytemuck::cast(ExtraXdp {
+                headroom,
+                pad: [0; 2],
+            }),
+        )
     }
     /// Returns `self` with `XEN_NETIF_EXTRA_FLAG_MORE` set or cleared.
     #[inline]
@@ -473,14 +483,20 @@ mod tests {
         assert_eq!(e.type_, XEN_NETIF_EXTRA_TYPE_MCAST_ADD);
         assert_eq!(&bytemuck::bytes_of(&e)[2..], &mac);
         assert_eq!(e.as_mcast().addr, mac);
-        assert_eq!(ExtraInfo::mcast(false, mac).type_, XEN_NETIF_EXTRA_TYPE_MCAST_DEL);
+        assert_eq!(
+            ExtraInfo::mcast(false, mac).type_,
+            XEN_NETIF_EXTRA_TYPE_MCAST_DEL
+        );
 
         let h = ExtraInfo::hash(ExtraHash {
             type_: XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP_BIT as u8,
             algorithm: XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ as u8,
             value: 0x1234_5678u32.to_le_bytes(),
         });
-        assert_eq!(bytemuck::bytes_of(&h), &[4, 0, 1, 1, 0x78, 0x56, 0x34, 0x12]);
+        assert_eq!(
+            bytemuck::bytes_of(&h),
+            &[4, 0, 1, 1, 0x78, 0x56, 0x34, 0x12]
+        );
         assert_eq!(h.as_hash().value_u32(), 0x1234_5678);
 
         let x = ExtraInfo::xdp(256);

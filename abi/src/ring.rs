@@ -85,7 +85,11 @@ const _: () = {
 /// Largest power of two `<= n` (0 for 0), like `io/ring.h`'s `__RD32`.
 #[inline]
 pub const fn round_down_pow2(n: u32) -> u32 {
-    if n == 0 { 0 } else { 1 << (31 - n.leading_zeros()) }
+    if n == 0 {
+        0
+    } else {
+        1 << (31 - n.leading_zeros())
+    }
 }
 
 /// Number of slots of a ring occupying `total_bytes` (header included) with
@@ -100,7 +104,11 @@ pub const fn ring_slots(total_bytes: usize, entry_size: usize) -> u32 {
         return 0;
     }
     let n = (total_bytes - SRING_HEADER_SIZE) / entry_size;
-    let n = if n > u32::MAX as usize { u32::MAX } else { n as u32 };
+    let n = if n > u32::MAX as usize {
+        u32::MAX
+    } else {
+        n as u32
+    };
     round_down_pow2(n)
 }
 
@@ -124,8 +132,16 @@ pub const fn ring_entry_size(
     rsp_size: usize,
     rsp_align: usize,
 ) -> usize {
-    let size = if req_size > rsp_size { req_size } else { rsp_size };
-    let align = if req_align > rsp_align { req_align } else { rsp_align };
+    let size = if req_size > rsp_size {
+        req_size
+    } else {
+        rsp_size
+    };
+    let align = if req_align > rsp_align {
+        req_align
+    } else {
+        rsp_align
+    };
     let align = if align == 0 { 1 } else { align };
     match size.checked_add(align - 1) {
         Some(s) => s / align * align,

@@ -354,12 +354,18 @@ pub fn xs_error_errno(name: &[u8]) -> Option<i32> {
         [rest @ .., 0] => rest,
         all => all,
     };
-    XS_ERRORS.iter().find(|(n, _)| n.as_bytes() == name).map(|&(_, e)| e)
+    XS_ERRORS
+        .iter()
+        .find(|(n, _)| n.as_bytes() == name)
+        .map(|&(_, e)| e)
 }
 
 /// The name xenstored uses for `errno`, if it is one of [`XS_ERRORS`].
 pub fn xs_error_name(errno: i32) -> Option<&'static str> {
-    XS_ERRORS.iter().find(|&&(_, e)| e == errno).map(|&(n, _)| n)
+    XS_ERRORS
+        .iter()
+        .find(|&&(_, e)| e == errno)
+        .map(|&(n, _)| n)
 }
 
 // ---------------------------------------------------------------------------

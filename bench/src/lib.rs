@@ -184,7 +184,7 @@ pub fn rtrb(n: u64, batch: u32) -> Duration {
     while recv < n {
         let want = (n - sent).min(batch as u64) as usize;
         let mut progress = false;
-        if want > 0 && (sent - recv) as usize + want <= cap {
+        if want > 0 && (sent - recv) as usize + want <= cap && req_p.slots() >= want {
             let chunk = req_p.write_chunk_uninit(want).expect("request room");
             chunk.fill_from_iter((sent..sent + want as u64).map(Req::new));
             sent += want as u64;

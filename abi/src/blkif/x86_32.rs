@@ -212,7 +212,12 @@ impl From<Response> for super::Response {
 
 impl From<super::Response> for Response {
     fn from(r: super::Response) -> Self {
-        Response { id: r.id, operation: r.operation, _pad0: 0, status: r.status }
+        Response {
+            id: r.id,
+            operation: r.operation,
+            _pad0: 0,
+            status: r.status,
+        }
     }
 }
 
@@ -251,7 +256,12 @@ mod tests {
     #[test]
     fn conversions_roundtrip() {
         let mut seg = [RequestSegment::default(); BLKIF_MAX_SEGMENTS_PER_REQUEST];
-        seg[0] = RequestSegment { gref: GrantRef(17), first_sect: 1, last_sect: 6, _pad0: [0; 2] };
+        seg[0] = RequestSegment {
+            gref: GrantRef(17),
+            first_sect: 1,
+            last_sect: 6,
+            _pad0: [0; 2],
+        };
         let native = blkif::Request {
             operation: blkif::BLKIF_OP_WRITE,
             nr_segments: 1,
@@ -267,14 +277,32 @@ mod tests {
         assert_eq!(&bytes[20..24], &17u32.to_le_bytes());
         assert_eq!(blkif::Request::from(r32), native);
 
-        let rsp = blkif::Response { id: 5, operation: 1, status: -1, ..Default::default() };
+        let rsp = blkif::Response {
+            id: 5,
+            operation: 1,
+            status: -1,
+            ..Default::default()
+        };
         let rsp32 = Response::from(rsp);
-        assert_eq!(bytemuck::bytes_of(&rsp32), &[5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xFF, 0xFF]);
+        assert_eq!(
+            bytemuck::bytes_of(&rsp32),
+            &[5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xFF, 0xFF]
+        );
         assert_eq!(blkif::Response::from(rsp32), rsp);
 
-        let d = blkif::RequestDiscard { operation: 5, id: 3, nr_sectors: 8, ..Default::default() };
+        let d = blkif::RequestDiscard {
+            operation: 5,
+            id: 3,
+            nr_sectors: 8,
+            ..Default::default()
+        };
         assert_eq!(blkif::RequestDiscard::from(RequestDiscard::from(d)), d);
-        let i = blkif::RequestIndirect { operation: 6, nr_segments: 12, id: 4, ..Default::default() };
+        let i = blkif::RequestIndirect {
+            operation: 6,
+            nr_segments: 12,
+            id: 4,
+            ..Default::default()
+        };
         assert_eq!(blkif::RequestIndirect::from(RequestIndirect::from(i)), i);
 
         let mut buf = [0u8; 108];

@@ -129,7 +129,11 @@ impl GntdevCopyPtr {
     /// A foreign grant (`foreign`); set the matching `GNTCOPY_*_gref` flag.
     #[inline]
     pub fn foreign(ref_: GrantRef, offset: u16, domid: DomId) -> Self {
-        bytemuck::cast(GntdevCopyForeign { ref_, offset, domid })
+        bytemuck::cast(GntdevCopyForeign {
+            ref_,
+            offset,
+            domid,
+        })
     }
     /// The union read as `virt`.
     #[inline]
@@ -284,13 +288,17 @@ const _: () = {
     assert!(size_of::<IoctlGntdevDmabufImpRelease>() == 8);
 
     assert!(IOCTL_GNTDEV_MAP_GRANT_REF == ioc_none(b'G', 0, size_of::<IoctlGntdevMapGrantRef>()));
-    assert!(IOCTL_GNTDEV_UNMAP_GRANT_REF == ioc_none(b'G', 1, size_of::<IoctlGntdevUnmapGrantRef>()));
+    assert!(
+        IOCTL_GNTDEV_UNMAP_GRANT_REF == ioc_none(b'G', 1, size_of::<IoctlGntdevUnmapGrantRef>())
+    );
     assert!(
         IOCTL_GNTDEV_GET_OFFSET_FOR_VADDR
             == ioc_none(b'G', 2, size_of::<IoctlGntdevGetOffsetForVaddr>())
     );
     assert!(IOCTL_GNTDEV_SET_MAX_GRANTS == ioc_none(b'G', 3, size_of::<IoctlGntdevSetMaxGrants>()));
-    assert!(IOCTL_GNTDEV_SET_UNMAP_NOTIFY == ioc_none(b'G', 7, size_of::<IoctlGntdevUnmapNotify>()));
+    assert!(
+        IOCTL_GNTDEV_SET_UNMAP_NOTIFY == ioc_none(b'G', 7, size_of::<IoctlGntdevUnmapNotify>())
+    );
     assert!(
         IOCTL_GNTDEV_DMABUF_EXP_FROM_REFS
             == ioc_none(b'G', 9, size_of::<IoctlGntdevDmabufExpFromRefs>())
