@@ -96,16 +96,9 @@ pub fn pvio(n: u64, batch: u32) -> Duration {
             start.wait();
             let mut done = 0u64;
             while done < n {
-                let mut k = 0;
-                while k < batch {
-                    match back.next_request().expect("backend ring") {
-                        Some(req) => {
-                            back.push_response(&Rsp::answer(&req)).expect("respond");
-                            k += 1;
-                        }
-                        None => break,
-                    }
-                }
+                let k = back
+                    .answer_requests(batch, |req| Rsp::answer(&req))
+                    .expect("backend ring");
                 if k > 0 {
                     back.publish().expect("publish responses");
                     done += u64::from(k);
@@ -130,17 +123,11 @@ pub fn pvio(n: u64, batch: u32) -> Duration {
             b.publish().expect("publish requests");
             progress = true;
         }
-        for _ in 0..batch {
-            match front.next_response().expect("frontend ring") {
-                Some(rsp) => {
-                    sum += rsp.id;
-                    recv += 1;
-                    progress = true;
-                }
-                None => break,
-            }
-        }
-        if !progress {
+        let got = front
+            .drain_responses(batch, |rsp| sum += rsp.id)
+            .expect("frontend ring");
+        recv += u64::from(got);
+        if !progress && got == 0 {
             std::hint::spin_loop();
         }
     }

@@ -2,6 +2,7 @@ use pvio_shmem::{Ordering, Pod, SharedMem, SharedMemExt};
 
 use crate::{
     Fault, Geometry, Notify, RingError, RingStats, SetupError, check_mem, layout, need_notify,
+    prefetch_slots,
 };
 
 /// The backend's end of a ring: consumes requests, produces responses into
@@ -129,10 +130,20 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
                 rsp_prod_pvt: self.rsp_prod_pvt,
             }));
         }
+        // Prefetch only the slots this snapshot newly revealed.
+        let fresh = prod.wrapping_sub(self.req_prod).min(total - owed);
+        self.prefetch(prod.wrapping_sub(fresh), fresh);
         self.req_prod = prod;
         // With the checks above this equals the spec's
         // min(req_prod - req_cons, nr_ents - (req_cons - rsp_prod_pvt)).
         Ok(total - owed)
+    }
+
+    /// Prefetches the slots of `n` messages from index `from` (at most the
+    /// ring; in at most two contiguous runs).
+    #[inline]
+    fn prefetch(&self, from: u32, n: u32) {
+        prefetch_slots(&self.mem, &self.geo, from, n);
     }
 
     /// Unconsumed requests (`RING_HAS_UNCONSUMED_REQUESTS`), re-reading and
@@ -188,6 +199,31 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
             f(req);
         }
         self.stats.consumed += u64::from(avail);
+        Ok(avail)
+    }
+
+    /// The synchronous backend's loop in one call: for up to `limit` visible
+    /// requests, copies each out once, hands it to `f`, and writes `f`'s
+    /// response into the next response slot (without publishing). One
+    /// producer-index read for the whole batch. Returns how many were
+    /// answered.
+    pub fn answer_requests(
+        &mut self,
+        limit: u32,
+        mut f: impl FnMut(Req) -> Rsp,
+    ) -> Result<u32, RingError> {
+        let avail = self.refresh()?.min(limit);
+        for _ in 0..avail {
+            let req = self.take()?;
+            let rsp = f(req);
+            let off = self.geo.slot(self.rsp_prod_pvt);
+            if let Err(e) = self.mem.write_obj(off, &rsp) {
+                return Err(self.broken(Fault::Memory(e)));
+            }
+            self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        }
+        self.stats.consumed += u64::from(avail);
+        self.stats.produced += u64::from(avail);
         Ok(avail)
     }
 
@@ -348,21 +384,29 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> ResponseBatch<'_, M, Req, Rsp> {
         self.filled == 0
     }
 
-    fn commit(&mut self) {
+    fn advance(&mut self) {
         self.ring.rsp_prod_pvt = self.start.wrapping_add(self.filled);
         self.ring.stats.produced += u64::from(self.filled);
     }
 
+    /// Makes the filled responses part of the ring's private producer index
+    /// without publishing them: a later `publish` (or
+    /// `publish_and_check_notify`) of the ring publishes them together with
+    /// anything pushed since.
+    pub fn commit(mut self) {
+        self.advance();
+    }
+
     /// Publishes the filled responses with one index store.
     pub fn publish(mut self) -> Result<(), RingError> {
-        self.commit();
+        self.advance();
         self.ring.publish()
     }
 
     /// Publishes the filled responses with one index store and says whether
     /// the frontend must be notified.
     pub fn publish_and_check_notify(mut self) -> Result<Notify, RingError> {
-        self.commit();
+        self.advance();
         self.ring.publish_and_check_notify()
     }
 }

@@ -2,6 +2,7 @@ use pvio_shmem::{Ordering, Pod, SharedMem, SharedMemExt};
 
 use crate::{
     Fault, Geometry, Notify, RingError, RingStats, SetupError, check_mem, layout, need_notify,
+    prefetch_slots,
 };
 
 /// The frontend's end of a ring: produces requests, consumes responses.
@@ -241,6 +242,9 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
                 req_prod: self.req_prod,
             }));
         }
+        // Prefetch only the slots this snapshot newly revealed.
+        let fresh = prod.wrapping_sub(self.rsp_prod).min(avail);
+        prefetch_slots(&self.mem, &self.geo, prod.wrapping_sub(fresh), fresh);
         self.rsp_prod = prod;
         Ok(avail)
     }
@@ -368,21 +372,29 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> RequestBatch<'_, M, Req, Rsp> {
         self.filled == 0
     }
 
-    fn commit(&mut self) {
+    fn advance(&mut self) {
         self.ring.req_prod_pvt = self.start.wrapping_add(self.filled);
         self.ring.stats.produced += u64::from(self.filled);
     }
 
+    /// Makes the filled requests part of the ring's private producer index
+    /// without publishing them: a later `publish` (or
+    /// `publish_and_check_notify`) of the ring publishes them together with
+    /// anything pushed since.
+    pub fn commit(mut self) {
+        self.advance();
+    }
+
     /// Publishes the filled requests with one index store.
     pub fn publish(mut self) -> Result<(), RingError> {
-        self.commit();
+        self.advance();
         self.ring.publish()
     }
 
     /// Publishes the filled requests with one index store and says whether
     /// the backend must be notified.
     pub fn publish_and_check_notify(mut self) -> Result<Notify, RingError> {
-        self.commit();
+        self.advance();
         self.ring.publish_and_check_notify()
     }
 }

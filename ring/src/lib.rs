@@ -309,6 +309,30 @@ impl<Req: Pod, Rsp: Pod> Geometry<Req, Rsp> {
     }
 }
 
+/// Prefetches the slots of `n` messages from index `from` (at most the whole
+/// ring, in at most two contiguous runs).
+#[inline]
+fn prefetch_slots<M: SharedMem, Req: Pod, Rsp: Pod>(
+    mem: &M,
+    geo: &Geometry<Req, Rsp>,
+    from: u32,
+    n: u32,
+) {
+    if n == 0 {
+        return;
+    }
+    let n = n.min(geo.nr_ents);
+    let first = from & (geo.nr_ents - 1);
+    let run1 = n.min(geo.nr_ents - first);
+    let entry = Geometry::<Req, Rsp>::ENTRY;
+    // For ownership: each side overwrites the slots it reads (the backend
+    // with responses, the frontend later with new requests).
+    mem.prefetch(geo.slot(from), run1 as usize * entry, true);
+    if run1 < n {
+        mem.prefetch(layout::HEADER, (n - run1) as usize * entry, true);
+    }
+}
+
 /// Checks that `mem` can hold `bytes` of ring.
 fn check_mem<M: SharedMem>(mem: &M, bytes: usize) -> Result<(), SetupError> {
     if bytes > mem.size() {

@@ -990,3 +990,46 @@ fn r12_frontend_never_rereads_request_slots() {
         }
     }
 }
+
+#[test]
+fn answer_requests_and_batch_commit() {
+    let mem = page();
+    let (mut front, mut back) = pair(&mem);
+    let mut b = front.reserve(10).unwrap();
+    for id in 0..10 {
+        b.push(&Req::new(id)).unwrap();
+    }
+    b.commit(); // private only
+    assert_eq!(back.unconsumed_requests().unwrap(), 0);
+    assert!(front.publish_and_check_notify().unwrap().is_needed());
+    // Leave two requests unanswered (async I/O), then answer synchronously:
+    // answers go into the oldest consumed slots, all ids come back once.
+    back.next_request().unwrap().unwrap();
+    back.next_request().unwrap().unwrap();
+    assert_eq!(back.answer_requests(5, |r| Rsp::ok(r.id)).unwrap(), 5);
+    assert_eq!(back.unanswered(), 2);
+    assert_eq!(
+        back.answer_requests(u32::MAX, |r| Rsp::ok(r.id)).unwrap(),
+        3
+    );
+    back.push_response(&Rsp::ok(0)).unwrap();
+    back.push_response(&Rsp::ok(1)).unwrap();
+    let mut rb = back.reserve(0).unwrap();
+    assert!(rb.is_empty());
+    assert_eq!(rb.push(&Rsp::ok(9)), Err(RingError::NoRequestToAnswer));
+    rb.commit();
+    back.publish().unwrap();
+    let mut ids = vec![];
+    front.drain_responses(u32::MAX, |r| ids.push(r.id)).unwrap();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>());
+    assert_eq!(back.stats().consumed, 10);
+    assert_eq!(back.stats().produced, 10);
+    // A broken ring refuses answer_requests too.
+    mem.store_u32(layout::REQ_PROD, 99, Ordering::Release)
+        .unwrap();
+    assert!(matches!(
+        back.answer_requests(1, |r| Rsp::ok(r.id)),
+        Err(RingError::Broken(_))
+    ));
+}

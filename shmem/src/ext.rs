@@ -2,23 +2,21 @@ use crate::{MemError, Pod, SharedMem};
 
 /// Typed copies in and out of a [`SharedMem`] region.
 ///
-/// Blanket-implemented for every region (including `dyn SharedMem`).
-pub trait SharedMemExt: SharedMem {
+/// Blanket-implemented for every region.
+pub trait SharedMemExt: SharedMem + Sized {
     /// Copies a `T` out of the region at `offset`, reading each byte once.
     ///
     /// The result is a private value: validate it, then use only it.
-    #[inline]
+    #[inline(always)]
     fn read_obj<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
-        let mut val = T::zeroed();
-        self.read_bytes(offset, bytemuck::bytes_of_mut(&mut val))?;
-        Ok(val)
+        self.read_pod(offset)
     }
 
     /// Copies `val` into the region at `offset` (all of its bytes, padding
     /// included: `Pod` types have no uninitialised bytes).
-    #[inline]
+    #[inline(always)]
     fn write_obj<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
-        self.write_bytes(offset, bytemuck::bytes_of(val))
+        self.write_pod(offset, val)
     }
 
     /// Copies `out.len()` consecutive `T`s out of the region at `offset`.
@@ -34,4 +32,4 @@ pub trait SharedMemExt: SharedMem {
     }
 }
 
-impl<M: SharedMem + ?Sized> SharedMemExt for M {}
+impl<M: SharedMem> SharedMemExt for M {}

@@ -68,14 +68,17 @@ impl<M: SharedMem> AccessLog<M> {
 
 macro_rules! logged {
     ($load:ident, $store:ident, $cas:ident, $or:ident, $and:ident, $int:ty) => {
+        #[inline]
         fn $load(&self, offset: usize, order: Ordering) -> Result<$int, MemError> {
             self.record(AccessKind::Load, offset, size_of::<$int>());
             self.mem.$load(offset, order)
         }
+        #[inline]
         fn $store(&self, offset: usize, val: $int, order: Ordering) -> Result<(), MemError> {
             self.record(AccessKind::Store, offset, size_of::<$int>());
             self.mem.$store(offset, val, order)
         }
+        #[inline]
         fn $cas(
             &self,
             offset: usize,
@@ -87,10 +90,12 @@ macro_rules! logged {
             self.record(AccessKind::Rmw, offset, size_of::<$int>());
             self.mem.$cas(offset, current, new, success, failure)
         }
+        #[inline]
         fn $or(&self, offset: usize, val: $int, order: Ordering) -> Result<$int, MemError> {
             self.record(AccessKind::Rmw, offset, size_of::<$int>());
             self.mem.$or(offset, val, order)
         }
+        #[inline]
         fn $and(&self, offset: usize, val: $int, order: Ordering) -> Result<$int, MemError> {
             self.record(AccessKind::Rmw, offset, size_of::<$int>());
             self.mem.$and(offset, val, order)
@@ -99,17 +104,21 @@ macro_rules! logged {
 }
 
 impl<M: SharedMem> SharedMem for AccessLog<M> {
+    #[inline]
     fn size(&self) -> usize {
         self.mem.size()
     }
+    #[inline]
     fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
         self.record(AccessKind::Read, offset, dst.len());
         self.mem.read_bytes(offset, dst)
     }
+    #[inline]
     fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
         self.record(AccessKind::Write, offset, src.len());
         self.mem.write_bytes(offset, src)
     }
+    #[inline]
     fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError> {
         self.record(AccessKind::Write, offset, len);
         self.mem.fill(offset, len, byte)
@@ -138,6 +147,7 @@ impl<M: SharedMem> SharedMem for AccessLog<M> {
         fetch_and_u64,
         u64
     );
+    #[inline]
     fn fence(&self, order: Ordering) {
         self.mem.fence(order)
     }

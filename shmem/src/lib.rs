@@ -99,6 +99,70 @@ pub trait SharedMem {
     /// Sets `len` bytes at `offset` to `byte`.
     fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError>;
 
+    /// Hints that `[offset, offset + len)` will be accessed soon, so the
+    /// cache lines a peer wrote travel in parallel instead of one demand miss
+    /// at a time. With `write`, the lines are fetched for ownership (x86
+    /// `prefetchw` where the CPU has it): a ring slot that this side reads and
+    /// then overwrites moves between the cores once, not twice. No effect on
+    /// contents or ordering; out-of-range parts are ignored. The default does
+    /// nothing.
+    #[inline]
+    fn prefetch(&self, offset: usize, len: usize, write: bool) {
+        let _ = (offset, len, write);
+    }
+
+    /// Copies a `T` out of the region at `offset`, each byte read once (the
+    /// primitive under [`SharedMemExt::read_obj`]). The default goes through
+    /// [`SharedMem::read_bytes`]; backends over real memory load `T` word by
+    /// word straight into registers.
+    #[inline]
+    fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError>
+    where
+        Self: Sized,
+    {
+        let mut val = T::zeroed();
+        self.read_bytes(offset, bytemuck::bytes_of_mut(&mut val))?;
+        Ok(val)
+    }
+
+    /// Copies `val` into the region at `offset` (the primitive under
+    /// [`SharedMemExt::write_obj`]).
+    #[inline]
+    fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        self.write_bytes(offset, bytemuck::bytes_of(val))
+    }
+
+    /// Copies `dst.len()` 64-bit words out of the region at `offset`, each
+    /// read once. Same result as [`SharedMem::read_bytes`]; backends over
+    /// real memory implement it as one aligned atomic load per word, which
+    /// the typed copies of [`SharedMemExt`] use for 8-byte-aligned types.
+    #[inline]
+    fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
+        self.read_bytes(offset, bytemuck::cast_slice_mut(dst))
+    }
+
+    /// Copies 64-bit words into the region (see [`SharedMem::read_u64s`]).
+    #[inline]
+    fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), MemError> {
+        self.write_bytes(offset, bytemuck::cast_slice(src))
+    }
+
+    /// Copies `dst.len()` 32-bit words out of the region at `offset` (see
+    /// [`SharedMem::read_u64s`]).
+    #[inline]
+    fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), MemError> {
+        self.read_bytes(offset, bytemuck::cast_slice_mut(dst))
+    }
+
+    /// Copies 32-bit words into the region (see [`SharedMem::read_u64s`]).
+    #[inline]
+    fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), MemError> {
+        self.write_bytes(offset, bytemuck::cast_slice(src))
+    }
+
     /// Atomic load of the aligned `u16` at `offset`.
     fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, MemError>;
     /// Atomic load of the aligned `u32` at `offset`.
@@ -167,36 +231,75 @@ pub trait SharedMem {
 /// Forwards every [`SharedMem`] method to `$target`.
 macro_rules! forward_shared_mem {
     ($target:ident) => {
+        #[inline]
         fn size(&self) -> usize {
             $target::size(self)
         }
+        #[inline]
         fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
             $target::read_bytes(self, offset, dst)
         }
+        #[inline]
         fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
             $target::write_bytes(self, offset, src)
         }
+        #[inline]
         fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError> {
             $target::fill(self, offset, len, byte)
         }
+        #[inline]
+        fn prefetch(&self, offset: usize, len: usize, write: bool) {
+            $target::prefetch(self, offset, len, write)
+        }
+        #[inline(always)]
+        fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
+            $target::read_pod(self, offset)
+        }
+        #[inline(always)]
+        fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
+            $target::write_pod(self, offset, val)
+        }
+        #[inline]
+        fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
+            $target::read_u64s(self, offset, dst)
+        }
+        #[inline]
+        fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), MemError> {
+            $target::write_u64s(self, offset, src)
+        }
+        #[inline]
+        fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), MemError> {
+            $target::read_u32s(self, offset, dst)
+        }
+        #[inline]
+        fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), MemError> {
+            $target::write_u32s(self, offset, src)
+        }
+        #[inline]
         fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, MemError> {
             $target::load_u16(self, offset, order)
         }
+        #[inline]
         fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, MemError> {
             $target::load_u32(self, offset, order)
         }
+        #[inline]
         fn load_u64(&self, offset: usize, order: Ordering) -> Result<u64, MemError> {
             $target::load_u64(self, offset, order)
         }
+        #[inline]
         fn store_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<(), MemError> {
             $target::store_u16(self, offset, val, order)
         }
+        #[inline]
         fn store_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<(), MemError> {
             $target::store_u32(self, offset, val, order)
         }
+        #[inline]
         fn store_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<(), MemError> {
             $target::store_u64(self, offset, val, order)
         }
+        #[inline]
         fn compare_exchange_u16(
             &self,
             offset: usize,
@@ -207,6 +310,7 @@ macro_rules! forward_shared_mem {
         ) -> Result<Result<u16, u16>, MemError> {
             $target::compare_exchange_u16(self, offset, current, new, success, failure)
         }
+        #[inline]
         fn compare_exchange_u32(
             &self,
             offset: usize,
@@ -217,6 +321,7 @@ macro_rules! forward_shared_mem {
         ) -> Result<Result<u32, u32>, MemError> {
             $target::compare_exchange_u32(self, offset, current, new, success, failure)
         }
+        #[inline]
         fn compare_exchange_u64(
             &self,
             offset: usize,
@@ -227,41 +332,48 @@ macro_rules! forward_shared_mem {
         ) -> Result<Result<u64, u64>, MemError> {
             $target::compare_exchange_u64(self, offset, current, new, success, failure)
         }
+        #[inline]
         fn fetch_or_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<u16, MemError> {
             $target::fetch_or_u16(self, offset, val, order)
         }
+        #[inline]
         fn fetch_and_u16(&self, offset: usize, val: u16, order: Ordering) -> Result<u16, MemError> {
             $target::fetch_and_u16(self, offset, val, order)
         }
+        #[inline]
         fn fetch_or_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<u32, MemError> {
             $target::fetch_or_u32(self, offset, val, order)
         }
+        #[inline]
         fn fetch_and_u32(&self, offset: usize, val: u32, order: Ordering) -> Result<u32, MemError> {
             $target::fetch_and_u32(self, offset, val, order)
         }
+        #[inline]
         fn fetch_or_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError> {
             $target::fetch_or_u64(self, offset, val, order)
         }
+        #[inline]
         fn fetch_and_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError> {
             $target::fetch_and_u64(self, offset, val, order)
         }
+        #[inline]
         fn fence(&self, order: Ordering) {
             $target::fence(self, order)
         }
     };
 }
 
-impl<M: SharedMem + ?Sized> SharedMem for &M {
+impl<M: SharedMem> SharedMem for &M {
     forward_shared_mem!(M);
 }
 
 #[cfg(feature = "alloc")]
-impl<M: SharedMem + ?Sized> SharedMem for alloc::sync::Arc<M> {
+impl<M: SharedMem> SharedMem for alloc::sync::Arc<M> {
     forward_shared_mem!(M);
 }
 
 #[cfg(feature = "alloc")]
-impl<M: SharedMem + ?Sized> SharedMem for alloc::boxed::Box<M> {
+impl<M: SharedMem> SharedMem for alloc::boxed::Box<M> {
     forward_shared_mem!(M);
 }
 
@@ -270,18 +382,55 @@ impl<M: SharedMem + ?Sized> SharedMem for alloc::boxed::Box<M> {
 macro_rules! impl_shared_mem_via_raw {
     ($ty:ty) => {
         impl $crate::SharedMem for $ty {
+            #[inline]
             fn size(&self) -> usize {
                 self.raw().len()
             }
+            #[inline]
             fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), $crate::MemError> {
                 self.raw().read_bytes(offset, dst)
             }
+            #[inline]
             fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), $crate::MemError> {
                 self.raw().write_bytes(offset, src)
             }
+            #[inline]
             fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), $crate::MemError> {
                 self.raw().fill(offset, len, byte)
             }
+            #[inline]
+            fn prefetch(&self, offset: usize, len: usize, write: bool) {
+                self.raw().prefetch(offset, len, write)
+            }
+            #[inline(always)]
+            fn read_pod<T: $crate::Pod>(&self, offset: usize) -> Result<T, $crate::MemError> {
+                self.raw().read_pod(offset)
+            }
+            #[inline(always)]
+            fn write_pod<T: $crate::Pod>(
+                &self,
+                offset: usize,
+                val: &T,
+            ) -> Result<(), $crate::MemError> {
+                self.raw().write_pod(offset, val)
+            }
+            #[inline]
+            fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), $crate::MemError> {
+                self.raw().read_u64s(offset, dst)
+            }
+            #[inline]
+            fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), $crate::MemError> {
+                self.raw().write_u64s(offset, src)
+            }
+            #[inline]
+            fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), $crate::MemError> {
+                self.raw().read_u32s(offset, dst)
+            }
+            #[inline]
+            fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), $crate::MemError> {
+                self.raw().write_u32s(offset, src)
+            }
+            #[inline]
             fn load_u16(
                 &self,
                 offset: usize,
@@ -289,6 +438,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u16, $crate::MemError> {
                 Ok(self.raw().atomic_u16(offset)?.load(order))
             }
+            #[inline]
             fn load_u32(
                 &self,
                 offset: usize,
@@ -296,6 +446,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u32, $crate::MemError> {
                 Ok(self.raw().atomic_u32(offset)?.load(order))
             }
+            #[inline]
             fn load_u64(
                 &self,
                 offset: usize,
@@ -303,6 +454,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u64, $crate::MemError> {
                 Ok(self.raw().atomic_u64(offset)?.load(order))
             }
+            #[inline]
             fn store_u16(
                 &self,
                 offset: usize,
@@ -312,6 +464,7 @@ macro_rules! impl_shared_mem_via_raw {
                 self.raw().atomic_u16(offset)?.store(val, order);
                 Ok(())
             }
+            #[inline]
             fn store_u32(
                 &self,
                 offset: usize,
@@ -321,6 +474,7 @@ macro_rules! impl_shared_mem_via_raw {
                 self.raw().atomic_u32(offset)?.store(val, order);
                 Ok(())
             }
+            #[inline]
             fn store_u64(
                 &self,
                 offset: usize,
@@ -330,6 +484,7 @@ macro_rules! impl_shared_mem_via_raw {
                 self.raw().atomic_u64(offset)?.store(val, order);
                 Ok(())
             }
+            #[inline]
             fn compare_exchange_u16(
                 &self,
                 offset: usize,
@@ -343,6 +498,7 @@ macro_rules! impl_shared_mem_via_raw {
                     .atomic_u16(offset)?
                     .compare_exchange(current, new, success, failure))
             }
+            #[inline]
             fn compare_exchange_u32(
                 &self,
                 offset: usize,
@@ -356,6 +512,7 @@ macro_rules! impl_shared_mem_via_raw {
                     .atomic_u32(offset)?
                     .compare_exchange(current, new, success, failure))
             }
+            #[inline]
             fn compare_exchange_u64(
                 &self,
                 offset: usize,
@@ -369,6 +526,7 @@ macro_rules! impl_shared_mem_via_raw {
                     .atomic_u64(offset)?
                     .compare_exchange(current, new, success, failure))
             }
+            #[inline]
             fn fetch_or_u16(
                 &self,
                 offset: usize,
@@ -377,6 +535,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u16, $crate::MemError> {
                 Ok(self.raw().atomic_u16(offset)?.fetch_or(val, order))
             }
+            #[inline]
             fn fetch_and_u16(
                 &self,
                 offset: usize,
@@ -385,6 +544,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u16, $crate::MemError> {
                 Ok(self.raw().atomic_u16(offset)?.fetch_and(val, order))
             }
+            #[inline]
             fn fetch_or_u32(
                 &self,
                 offset: usize,
@@ -393,6 +553,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u32, $crate::MemError> {
                 Ok(self.raw().atomic_u32(offset)?.fetch_or(val, order))
             }
+            #[inline]
             fn fetch_and_u32(
                 &self,
                 offset: usize,
@@ -401,6 +562,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u32, $crate::MemError> {
                 Ok(self.raw().atomic_u32(offset)?.fetch_and(val, order))
             }
+            #[inline]
             fn fetch_or_u64(
                 &self,
                 offset: usize,
@@ -409,6 +571,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u64, $crate::MemError> {
                 Ok(self.raw().atomic_u64(offset)?.fetch_or(val, order))
             }
+            #[inline]
             fn fetch_and_u64(
                 &self,
                 offset: usize,
@@ -417,6 +580,7 @@ macro_rules! impl_shared_mem_via_raw {
             ) -> Result<u64, $crate::MemError> {
                 Ok(self.raw().atomic_u64(offset)?.fetch_and(val, order))
             }
+            #[inline]
             fn fence(&self, order: $crate::Ordering) {
                 core::sync::atomic::fence(order)
             }

@@ -6,11 +6,12 @@
 //! as long as the region is alive. Everything else is bounds-checked safe code
 //! plus single-instruction atomic accesses.
 
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::MemError;
 use crate::error::check_range;
+use crate::{MemError, Pod};
 
 /// A base pointer and a length, valid for the lifetime of its owner.
 #[derive(Debug)]
@@ -53,6 +54,110 @@ macro_rules! atomic_accessor {
             Ok(unsafe { <$atomic>::from_ptr(ptr.cast::<$int>()) })
         }
     };
+}
+
+/// A read prefetch of the cache line holding `p` (no-op off x86_64).
+#[inline(always)]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is only a hint: it never faults and does not
+        // access memory in the language's sense; p lies inside the region.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Whether the CPU has `prefetchw` (CPUID 0x8000_0001 ECX bit 8,
+/// `3DNowPrefetch`/`PRFCHW`), asked once.
+#[inline]
+fn has_prefetchw() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::sync::atomic::AtomicU8;
+        static HAS: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
+        match HAS.load(Ordering::Relaxed) {
+            0 => {
+                // CPUID exists on every x86_64 CPU (a safe intrinsic).
+                let ecx = core::arch::x86_64::__cpuid(0x8000_0001).ecx;
+                let yes = ecx & (1 << 8) != 0;
+                HAS.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+                yes
+            }
+            v => v == 2,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A prefetch-for-ownership of the line holding `p`; call only when
+/// [`has_prefetchw`] said yes.
+#[inline(always)]
+fn prefetchw_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW is only a hint: it never faults, does not modify
+    // memory or flags, and the caller checked the CPU supports it.
+    unsafe {
+        core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    prefetch_line(p);
+}
+
+/// The body of the word-copy functions of [`RawRegion`].
+macro_rules! words {
+    ($self:ident, $offset:ident, $buf:ident, $atomic:ty, $int:ty, read) => {{
+        const N: usize = core::mem::size_of::<$int>();
+        let Some(len) = $buf.len().checked_mul(N) else {
+            return Err(MemError::OutOfBounds {
+                offset: $offset,
+                len: usize::MAX,
+                size: $self.len,
+            });
+        };
+        check_range($offset, len, $self.len)?;
+        let base = $self.at($offset);
+        if !(base as usize).is_multiple_of(N) {
+            return $self.read_bytes($offset, bytemuck::cast_slice_mut($buf));
+        }
+        for (i, w) in $buf.iter_mut().enumerate() {
+            let p = base.wrapping_add(i * N).cast::<$int>();
+            // SAFETY: [offset, offset + len) is in bounds (checked above) and
+            // p..p+N lies inside it; p is N-aligned (checked above); the
+            // region is valid while self lives and only accessed atomically.
+            let word = unsafe { <$atomic>::from_ptr(p) };
+            *w = word.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }};
+    ($self:ident, $offset:ident, $buf:ident, $atomic:ty, $int:ty, write) => {{
+        const N: usize = core::mem::size_of::<$int>();
+        let Some(len) = $buf.len().checked_mul(N) else {
+            return Err(MemError::OutOfBounds {
+                offset: $offset,
+                len: usize::MAX,
+                size: $self.len,
+            });
+        };
+        check_range($offset, len, $self.len)?;
+        let base = $self.at($offset);
+        if !(base as usize).is_multiple_of(N) {
+            return $self.write_bytes($offset, bytemuck::cast_slice($buf));
+        }
+        for (i, w) in $buf.iter().enumerate() {
+            let p = base.wrapping_add(i * N).cast::<$int>();
+            // SAFETY: as in the read arm: in bounds, N-aligned, valid,
+            // atomic-only.
+            let word = unsafe { <$atomic>::from_ptr(p) };
+            word.store(*w, Ordering::Relaxed);
+        }
+        Ok(())
+    }};
 }
 
 impl RawRegion {
@@ -145,6 +250,137 @@ impl RawRegion {
             _ => copy_in!(AtomicU8, u8),
         }
         Ok(())
+    }
+
+    /// Word-at-a-time copies for 8- and 4-byte-aligned data: one aligned
+    /// relaxed atomic load or store per word, in a loop of known trip count
+    /// that the compiler unrolls. A misaligned start falls back to the byte
+    /// path, with the same result.
+    #[inline]
+    pub(crate) fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
+        words!(self, offset, dst, AtomicU64, u64, read)
+    }
+    #[inline]
+    pub(crate) fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), MemError> {
+        words!(self, offset, src, AtomicU64, u64, write)
+    }
+    #[inline]
+    pub(crate) fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), MemError> {
+        words!(self, offset, dst, AtomicU32, u32, read)
+    }
+    #[inline]
+    pub(crate) fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), MemError> {
+        words!(self, offset, src, AtomicU32, u32, write)
+    }
+
+    /// Copies a `T` out of the region: one relaxed atomic load per naturally
+    /// aligned word of `T` (8, 4, 2 or 1 bytes, chosen at compile time from
+    /// `T`'s alignment), straight into the result, which the compiler keeps
+    /// in registers. A misaligned offset falls back to [`Self::read_bytes`].
+    #[inline(always)]
+    pub(crate) fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
+        check_range(offset, size_of::<T>(), self.len)?;
+        let base = self.at(offset);
+        if !(base as usize).is_multiple_of(align_of::<T>()) {
+            return self.read_pod_misaligned(offset);
+        }
+        let mut val = MaybeUninit::<T>::uninit();
+        macro_rules! load_words {
+            ($atomic:ty, $int:ty) => {{
+                const N: usize = size_of::<$int>();
+                let dst = val.as_mut_ptr().cast::<$int>();
+                for i in 0..size_of::<T>() / N {
+                    let p = base.wrapping_add(i * N).cast::<$int>();
+                    // SAFETY: [offset, offset + size_of::<T>()) is in bounds
+                    // (checked above) and p..p+N lies inside it; p is aligned
+                    // to align_of::<T>() >= N; the region is valid while self
+                    // lives and only accessed atomically.
+                    let word = unsafe { <$atomic>::from_ptr(p) };
+                    let w = word.load(Ordering::Relaxed);
+                    // SAFETY: dst points to a local MaybeUninit<T>, aligned for
+                    // $int (align_of::<T>() >= N) and i * N + N <= size_of::<T>().
+                    unsafe { dst.add(i).write(w) };
+                }
+            }};
+        }
+        match align_of::<T>().min(8) {
+            8 if size_of::<T>().is_multiple_of(8) => load_words!(AtomicU64, u64),
+            4 | 8 if size_of::<T>().is_multiple_of(4) => load_words!(AtomicU32, u32),
+            2 | 4 | 8 if size_of::<T>().is_multiple_of(2) => load_words!(AtomicU16, u16),
+            _ => load_words!(AtomicU8, u8),
+        }
+        // SAFETY: every byte of val was written by the loop above (the word
+        // size divides size_of::<T>()), and T: Pod accepts any bit pattern.
+        Ok(unsafe { val.assume_init() })
+    }
+
+    /// Copies `val` into the region, one relaxed atomic store per naturally
+    /// aligned word of `T` (see [`Self::read_pod`]).
+    #[inline(always)]
+    pub(crate) fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
+        check_range(offset, size_of::<T>(), self.len)?;
+        let base = self.at(offset);
+        if !(base as usize).is_multiple_of(align_of::<T>()) {
+            return self.write_pod_misaligned(offset, val);
+        }
+        macro_rules! store_words {
+            ($atomic:ty, $int:ty) => {{
+                const N: usize = size_of::<$int>();
+                let src = (val as *const T).cast::<$int>();
+                for i in 0..size_of::<T>() / N {
+                    // SAFETY: src points to a live T, aligned for $int
+                    // (align_of::<T>() >= N), i * N + N <= size_of::<T>(), and
+                    // a Pod T has no uninitialised (padding) bytes.
+                    let w = unsafe { src.add(i).read() };
+                    let p = base.wrapping_add(i * N).cast::<$int>();
+                    // SAFETY: as in read_pod: in bounds, aligned, valid,
+                    // atomic-only.
+                    let word = unsafe { <$atomic>::from_ptr(p) };
+                    word.store(w, Ordering::Relaxed);
+                }
+            }};
+        }
+        match align_of::<T>().min(8) {
+            8 if size_of::<T>().is_multiple_of(8) => store_words!(AtomicU64, u64),
+            4 | 8 if size_of::<T>().is_multiple_of(4) => store_words!(AtomicU32, u32),
+            2 | 4 | 8 if size_of::<T>().is_multiple_of(2) => store_words!(AtomicU16, u16),
+            _ => store_words!(AtomicU8, u8),
+        }
+        Ok(())
+    }
+
+    /// Prefetches the cache lines of `[offset, offset + len)` that lie in
+    /// the region (at most 64 lines per call).
+    #[inline]
+    pub(crate) fn prefetch(&self, offset: usize, len: usize, write: bool) {
+        const LINE: usize = 64;
+        let end = offset.saturating_add(len).min(self.len);
+        let mut off = offset - offset % LINE;
+        let mut n = 0;
+        let write = write && has_prefetchw();
+        while off < end && n < 64 {
+            if write {
+                prefetchw_line(self.at(off));
+            } else {
+                prefetch_line(self.at(off));
+            }
+            off += LINE;
+            n += 1;
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_pod_misaligned<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
+        let mut val = T::zeroed();
+        self.read_bytes(offset, bytemuck::bytes_of_mut(&mut val))?;
+        Ok(val)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_pod_misaligned<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
+        self.write_bytes(offset, bytemuck::bytes_of(val))
     }
 
     /// Sets `len` bytes at `offset` to `byte`.

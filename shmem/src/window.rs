@@ -37,13 +37,16 @@ impl<M: SharedMem> Window<M> {
 
 macro_rules! windowed {
     ($load:ident, $store:ident, $cas:ident, $or:ident, $and:ident, $int:ty) => {
+        #[inline]
         fn $load(&self, offset: usize, order: Ordering) -> Result<$int, MemError> {
             self.mem.$load(self.at(offset, size_of::<$int>())?, order)
         }
+        #[inline]
         fn $store(&self, offset: usize, val: $int, order: Ordering) -> Result<(), MemError> {
             self.mem
                 .$store(self.at(offset, size_of::<$int>())?, val, order)
         }
+        #[inline]
         fn $cas(
             &self,
             offset: usize,
@@ -60,10 +63,12 @@ macro_rules! windowed {
                 failure,
             )
         }
+        #[inline]
         fn $or(&self, offset: usize, val: $int, order: Ordering) -> Result<$int, MemError> {
             self.mem
                 .$or(self.at(offset, size_of::<$int>())?, val, order)
         }
+        #[inline]
         fn $and(&self, offset: usize, val: $int, order: Ordering) -> Result<$int, MemError> {
             self.mem
                 .$and(self.at(offset, size_of::<$int>())?, val, order)
@@ -72,15 +77,19 @@ macro_rules! windowed {
 }
 
 impl<M: SharedMem> SharedMem for Window<M> {
+    #[inline]
     fn size(&self) -> usize {
         self.len
     }
+    #[inline]
     fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), MemError> {
         self.mem.read_bytes(self.at(offset, dst.len())?, dst)
     }
+    #[inline]
     fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), MemError> {
         self.mem.write_bytes(self.at(offset, src.len())?, src)
     }
+    #[inline]
     fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError> {
         self.mem.fill(self.at(offset, len)?, len, byte)
     }
@@ -108,6 +117,7 @@ impl<M: SharedMem> SharedMem for Window<M> {
         fetch_and_u64,
         u64
     );
+    #[inline]
     fn fence(&self, order: Ordering) {
         self.mem.fence(order)
     }

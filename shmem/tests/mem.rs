@@ -17,7 +17,7 @@ struct Rec {
     d: u16,
 }
 
-fn exercise(mem: &dyn SharedMem) {
+fn exercise<M: SharedMem>(mem: &M) {
     let size = mem.size();
     assert!(size >= PAGE_SIZE);
     // Typed copies at every alignment the granule logic distinguishes.
@@ -235,4 +235,34 @@ fn concurrent_rmw_on_heap_is_atomic() {
     }
     assert_eq!(mem.load_u32(8, Ordering::Relaxed).unwrap(), 40_000);
     assert_eq!(mem.load_u64(0, Ordering::Relaxed).unwrap(), 0);
+}
+
+/// Typed copies at offsets misaligned for the type take the byte path and
+/// give the same bytes; prefetch hints never fault, even out of range.
+#[test]
+fn misaligned_typed_copies_and_prefetch() {
+    let mem = HeapMem::pages(1).unwrap();
+    for off in [1usize, 3, 4, 6, 12] {
+        let r = Rec {
+            a: off as u64 * 3,
+            b: 7,
+            c: 8,
+            d: 9,
+        };
+        mem.write_obj(off, &r).unwrap();
+        assert_eq!(mem.read_obj::<Rec>(off).unwrap(), r);
+        let mut raw = [0u8; 16];
+        mem.read_bytes(off, &mut raw).unwrap();
+        assert_eq!(&raw, bytemuck::bytes_of(&r));
+    }
+    let words = [0x0102_0304_0506_0708u64, 9];
+    mem.write_u64s(100, &words).unwrap(); // misaligned: byte path
+    let mut back = [0u64; 2];
+    mem.read_u64s(100, &mut back).unwrap();
+    assert_eq!(back, words);
+    assert!(mem.read_u32s(4090, &mut [0u32; 2]).is_err());
+    mem.prefetch(0, 4096, false);
+    mem.prefetch(0, 4096, true);
+    mem.prefetch(4000, usize::MAX, true);
+    mem.prefetch(usize::MAX, 10, false);
 }
