@@ -32,6 +32,32 @@
 //! handshake: either the producer sees the consumer's new event index and
 //! notifies, or the consumer sees the new producer index and does not sleep.
 //! The loom model in `tests/loom.rs` checks that no wakeup is lost.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use pvio_abi::blkif::{Request, Response};
+//! use pvio_ring::{BackRing, FrontRing};
+//! use pvio_shmem::MemfdMem;
+//!
+//! let mem = Arc::new(MemfdMem::new(c"vbd-ring", 4096)?); // one page: 32 slots
+//! let mut front = FrontRing::<_, Request, Response>::init(mem.clone())?;
+//! let mut back = BackRing::<_, Request, Response>::attach(mem)?;
+//! assert_eq!(front.nr_ents(), 32);
+//!
+//! let mut batch = front.reserve(2)?;
+//! batch.push(&Request { id: 1, ..Default::default() })?;
+//! batch.push(&Request { id: 2, ..Default::default() })?;
+//! assert!(batch.publish_and_check_notify()?.is_needed()); // first request: wake the backend
+//!
+//! let answered = back.answer_requests(u32::MAX, |req| Response { id: req.id, ..Default::default() })?;
+//! assert_eq!(answered, 2);
+//! let _ = back.publish_and_check_notify()?;
+//! let mut done = Vec::new();
+//! front.drain_responses(u32::MAX, |rsp| done.push(rsp.id))?;
+//! assert_eq!(done, [1, 2]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![no_std]
 #![forbid(unsafe_code)]
