@@ -85,6 +85,19 @@ fn check(n: u64, sum: u64) {
     );
 }
 
+/// What a polling side does when a poll found nothing: a few `pause`s, so a
+/// spinning reader does not keep stealing the cache line the other side is
+/// about to write.
+#[inline]
+fn idle_pause() {
+    for _ in 0..IDLE_PAUSES {
+        std::hint::spin_loop();
+    }
+}
+
+/// `pause`s per empty poll.
+const IDLE_PAUSES: u32 = 8;
+
 /// Runs `n` request/response round trips through one pvio ring; returns the
 /// frontend's elapsed time.
 pub fn pvio(n: u64, batch: u32) -> Duration {
@@ -103,7 +116,7 @@ pub fn pvio(n: u64, batch: u32) -> Duration {
                     back.publish().expect("publish responses");
                     done += u64::from(k);
                 } else {
-                    std::hint::spin_loop();
+                    idle_pause();
                 }
             }
         })
@@ -128,7 +141,7 @@ pub fn pvio(n: u64, batch: u32) -> Duration {
             .expect("frontend ring");
         recv += u64::from(got);
         if !progress && got == 0 {
-            std::hint::spin_loop();
+            idle_pause();
         }
     }
     let elapsed = t.elapsed();
@@ -153,7 +166,7 @@ pub fn rtrb(n: u64, batch: u32) -> Duration {
             while done < n {
                 let k = req_c.slots().min(batch);
                 if k == 0 {
-                    std::hint::spin_loop();
+                    idle_pause();
                     continue;
                 }
                 let chunk = req_c.read_chunk(k).expect("read chunk");
@@ -187,7 +200,7 @@ pub fn rtrb(n: u64, batch: u32) -> Duration {
             progress = true;
         }
         if !progress {
-            std::hint::spin_loop();
+            idle_pause();
         }
     }
     let elapsed = t.elapsed();
@@ -220,7 +233,7 @@ pub fn crossbeam(n: u64, batch: u32) -> Duration {
                     }
                 }
                 if k == 0 {
-                    std::hint::spin_loop();
+                    idle_pause();
                 }
                 done += u64::from(k);
             }
@@ -250,7 +263,7 @@ pub fn crossbeam(n: u64, batch: u32) -> Duration {
             }
         }
         if !progress {
-            std::hint::spin_loop();
+            idle_pause();
         }
     }
     let elapsed = t.elapsed();

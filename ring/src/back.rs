@@ -1,8 +1,8 @@
-use pvio_shmem::{Ordering, Pod, SharedMem, SharedMemExt};
+use pvio_shmem::{Ordering, Pod, SharedMem};
 
 use crate::{
-    Fault, Geometry, Notify, RingError, RingStats, SetupError, check_mem, layout, need_notify,
-    prefetch_slots,
+    Fault, Geometry, Notify, RingError, RingStats, SetupError, check_mem, check_slots, layout,
+    need_notify, prefetch_slots,
 };
 
 /// The backend's end of a ring: consumes requests, produces responses into
@@ -43,6 +43,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     }
 
     fn attach_geo(mem: M, geo: Geometry<Req, Rsp>) -> Result<Self, SetupError> {
+        check_slots::<M, Req, Rsp>(&mem)?;
         let rsp_prod = mem.load_u32(layout::RSP_PROD, Ordering::Acquire)?;
         let req_prod = mem.load_u32(layout::REQ_PROD, Ordering::Acquire)?;
         if req_prod.wrapping_sub(rsp_prod) > geo.nr_ents {
@@ -162,7 +163,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     #[inline]
     fn take(&mut self) -> Result<Req, RingError> {
         let off = self.geo.slot(self.req_cons);
-        match self.mem.read_obj::<Req>(off) {
+        match self.mem.read_pod::<Req>(off) {
             Ok(v) => {
                 self.req_cons = self.req_cons.wrapping_add(1);
                 Ok(v)
@@ -217,7 +218,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
             let req = self.take()?;
             let rsp = f(req);
             let off = self.geo.slot(self.rsp_prod_pvt);
-            if let Err(e) = self.mem.write_obj(off, &rsp) {
+            if let Err(e) = self.mem.write_pod(off, &rsp) {
                 return Err(self.broken(Fault::Memory(e)));
             }
             self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
@@ -237,7 +238,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
             return Err(RingError::NoRequestToAnswer);
         }
         let off = self.geo.slot(self.rsp_prod_pvt);
-        if let Err(e) = self.mem.write_obj(off, rsp) {
+        if let Err(e) = self.mem.write_pod(off, rsp) {
             return Err(self.broken(Fault::Memory(e)));
         }
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
@@ -359,7 +360,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> ResponseBatch<'_, M, Req, Rsp> {
             return Err(RingError::NoRequestToAnswer);
         }
         let off = self.ring.geo.slot(self.start.wrapping_add(self.filled));
-        if let Err(e) = self.ring.mem.write_obj(off, rsp) {
+        if let Err(e) = self.ring.mem.write_pod(off, rsp) {
             return Err(self.ring.broken(Fault::Memory(e)));
         }
         self.filled += 1;

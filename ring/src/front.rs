@@ -1,8 +1,8 @@
-use pvio_shmem::{Ordering, Pod, SharedMem, SharedMemExt};
+use pvio_shmem::{Ordering, Pod, SharedMem};
 
 use crate::{
-    Fault, Geometry, Notify, RingError, RingStats, SetupError, check_mem, layout, need_notify,
-    prefetch_slots,
+    Fault, Geometry, Notify, RingError, RingStats, SetupError, check_mem, check_slots, layout,
+    need_notify, prefetch_slots,
 };
 
 /// The frontend's end of a ring: produces requests, consumes responses.
@@ -44,6 +44,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     }
 
     fn init_geo(mem: M, geo: Geometry<Req, Rsp>) -> Result<Self, SetupError> {
+        check_slots::<M, Req, Rsp>(&mem)?;
         mem.store_u32(layout::REQ_PROD, 0, Ordering::Relaxed)?;
         mem.store_u32(layout::RSP_PROD, 0, Ordering::Relaxed)?;
         mem.store_u32(layout::REQ_EVENT, 1, Ordering::Relaxed)?;
@@ -60,6 +61,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
     /// header is not touched.
     pub fn attach(mem: M, start: u32) -> Result<Self, SetupError> {
         let geo = Geometry::pages(mem.size())?;
+        check_slots::<M, Req, Rsp>(&mem)?;
         Ok(Self::with_indices(mem, geo, start))
     }
 
@@ -145,7 +147,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
             return Err(RingError::Full);
         }
         let off = self.geo.slot(self.req_prod_pvt);
-        if let Err(e) = self.mem.write_obj(off, req) {
+        if let Err(e) = self.mem.write_pod(off, req) {
             return Err(self.broken(Fault::Memory(e)));
         }
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
@@ -266,7 +268,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
             return Ok(None);
         }
         let off = self.geo.slot(self.rsp_cons);
-        let rsp = match self.mem.read_obj::<Rsp>(off) {
+        let rsp = match self.mem.read_pod::<Rsp>(off) {
             Ok(v) => v,
             Err(e) => return Err(self.broken(Fault::Memory(e))),
         };
@@ -285,7 +287,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         let avail = self.refresh()?.min(limit);
         for _ in 0..avail {
             let off = self.geo.slot(self.rsp_cons);
-            let rsp = match self.mem.read_obj::<Rsp>(off) {
+            let rsp = match self.mem.read_pod::<Rsp>(off) {
                 Ok(v) => v,
                 Err(e) => return Err(self.broken(Fault::Memory(e))),
             };
@@ -347,7 +349,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> RequestBatch<'_, M, Req, Rsp> {
             return Err(RingError::Full);
         }
         let off = self.ring.geo.slot(self.start.wrapping_add(self.filled));
-        if let Err(e) = self.ring.mem.write_obj(off, req) {
+        if let Err(e) = self.ring.mem.write_pod(off, req) {
             return Err(self.ring.broken(Fault::Memory(e)));
         }
         self.filled += 1;

@@ -17,7 +17,7 @@
 //!   [`Fault`]: every later call returns [`RingError::Broken`]. No loop is ever
 //!   bounded by a peer's number beyond the ring size, and nothing panics.
 //! * Every request or response is copied out of its slot once, by value
-//!   ([`pvio_shmem::SharedMemExt::read_obj`]); there is no way to obtain a
+//!   ([`pvio_shmem::SharedMem::read_pod`]); there is no way to obtain a
 //!   reference into the ring.
 //! * The frontend never reads back a request slot: it completes requests
 //!   from its own records (SECURITY.md R12).
@@ -357,6 +357,14 @@ fn prefetch_slots<M: SharedMem, Req: Pod, Rsp: Pod>(
     if run1 < n {
         mem.prefetch(layout::HEADER, (n - run1) as usize * entry, true);
     }
+}
+
+/// Checks that the slots of `mem` are aligned for both message types (a
+/// window at an odd offset would make every slot access fail later).
+fn check_slots<M: SharedMem, Req: Pod, Rsp: Pod>(mem: &M) -> Result<(), SetupError> {
+    mem.read_pod::<Req>(layout::HEADER)?;
+    mem.read_pod::<Rsp>(layout::HEADER)?;
+    Ok(())
 }
 
 /// Checks that `mem` can hold `bytes` of ring.

@@ -1033,3 +1033,23 @@ fn answer_requests_and_batch_commit() {
         Err(RingError::Broken(_))
     ));
 }
+
+#[test]
+fn slots_misaligned_for_the_types_are_refused_at_setup() {
+    let mem = HeapMem::pages(2).unwrap();
+    // Indices must be 4-aligned: a window at an odd half-word is refused.
+    let w = pvio_shmem::Window::new(&mem, 2, 4096).unwrap();
+    assert!(matches!(
+        Front::init_bytes(&w, 4096).unwrap_err(),
+        SetupError::Memory(pvio_shmem::MemError::Misaligned { .. })
+    ));
+    // A window at a word offset works (its slots are copied in 4-byte words).
+    let w = pvio_shmem::Window::new(&mem, 4, 4096).unwrap();
+    let mut f = Front::init_bytes(&w, 4096).unwrap();
+    let mut b = Back::attach_bytes(&w, 4096).unwrap();
+    f.push_request(&Req::new(5)).unwrap();
+    f.publish().unwrap();
+    assert_eq!(b.next_request().unwrap(), Some(Req::new(5)));
+    let w = pvio_shmem::Window::new(&mem, 4096, 4096).unwrap();
+    assert!(Front::init(&w).is_ok(), "a page-aligned window is fine");
+}

@@ -24,8 +24,13 @@ impl HeapMem {
         let ptr = unsafe { alloc_zeroed(layout) };
         let base = NonNull::new(ptr)?;
         // SAFETY: base points to `len` freshly allocated bytes that stay
-        // allocated until Drop, and no reference to them is ever created.
-        let raw = unsafe { RawRegion::new(base, len) };
+        // allocated until Drop, and no reference to them is ever created. The
+        // layout's alignment makes it page-aligned.
+        let Some(raw) = (unsafe { RawRegion::new(base, len) }) else {
+            // SAFETY: allocated just above with this layout, never shared.
+            unsafe { dealloc(ptr, layout) };
+            return None;
+        };
         Some(HeapMem { raw, layout })
     }
 

@@ -73,6 +73,20 @@ pub use loom_mem::LoomMem;
 pub use memfd::{MemfdError, MemfdMem};
 pub use window::Window;
 
+/// Alignment check of the default `read_pod`/`write_pod` (regions start
+/// page-aligned, so an offset aligned for `T` is an address aligned for `T`).
+#[inline]
+fn check_align<T>(offset: usize) -> Result<(), MemError> {
+    if offset.is_multiple_of(align_of::<T>()) {
+        Ok(())
+    } else {
+        Err(MemError::Misaligned {
+            offset,
+            align: align_of::<T>(),
+        })
+    }
+}
+
 /// The protocol page size: every Xen ring and grant works in 4096-byte pages.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -111,27 +125,29 @@ pub trait SharedMem {
         let _ = (offset, len, write);
     }
 
-    /// Copies a `T` out of the region at `offset`, each byte read once (the
-    /// primitive under [`SharedMemExt::read_obj`]). The default goes through
-    /// [`SharedMem::read_bytes`]; backends over real memory load `T` word by
-    /// word straight into registers.
+    /// Copies a `T` out of the region at `offset`, each byte read once.
+    /// `offset` must be aligned for `T` (else [`MemError::Misaligned`]), so
+    /// backends over real memory load `T` word by word straight into
+    /// registers; [`SharedMemExt::read_obj`] accepts any offset.
     #[inline]
     fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError>
     where
         Self: Sized,
     {
+        check_align::<T>(offset)?;
         let mut val = T::zeroed();
         self.read_bytes(offset, bytemuck::bytes_of_mut(&mut val))?;
         Ok(val)
     }
 
-    /// Copies `val` into the region at `offset` (the primitive under
-    /// [`SharedMemExt::write_obj`]).
+    /// Copies `val` into the region at `offset`, which must be aligned for
+    /// `T` (see [`SharedMem::read_pod`]).
     #[inline]
     fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError>
     where
         Self: Sized,
     {
+        check_align::<T>(offset)?;
         self.write_bytes(offset, bytemuck::bytes_of(val))
     }
 

@@ -128,7 +128,10 @@ impl MemfdMem {
         // lives as long as the returned value (it is a field, dropped after
         // `raw`); the file cannot shrink (sealed, checked or set above), so
         // every page stays backed; no reference into it is ever created.
-        let raw = unsafe { RawRegion::new(base, len) };
+        let raw = unsafe { RawRegion::new(base, len) }.ok_or(MemfdError::Sys {
+            what: "mmap returned an address that is not page-aligned",
+            err: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        })?;
         Ok(MemfdMem {
             raw,
             map,

@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::check_range;
-use crate::{MemError, Pod};
+use crate::{MemError, PAGE_SIZE, Pod};
 
 /// A base pointer and a length, valid for the lifetime of its owner.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ unsafe impl Send for RawRegion {}
 unsafe impl Sync for RawRegion {}
 
 /// Widest natural granule (8, 4, 2 or 1 bytes) for a copy starting at
-/// `addr` of `len` bytes.
+/// offset (or address) `addr` of `len` bytes.
 #[inline]
 fn granule(addr: usize, len: usize) -> usize {
     1 << (addr | len | 8).trailing_zeros()
@@ -44,7 +44,9 @@ macro_rules! atomic_accessor {
         pub(crate) fn $name(&self, offset: usize) -> Result<&$atomic, MemError> {
             const N: usize = core::mem::size_of::<$int>();
             check_range(offset, N, self.len)?;
-            if (self.base.as_ptr() as usize + offset) % N != 0 {
+            // The base is page-aligned (constructor invariant), so the
+            // offset's alignment is the address's.
+            if !offset.is_multiple_of(N) {
                 return Err(MemError::Misaligned { offset, align: N });
             }
             let ptr = self.at(offset);
@@ -122,7 +124,7 @@ macro_rules! words {
         };
         check_range($offset, len, $self.len)?;
         let base = $self.at($offset);
-        if !(base as usize).is_multiple_of(N) {
+        if !$offset.is_multiple_of(N) {
             return $self.read_bytes($offset, bytemuck::cast_slice_mut($buf));
         }
         for (i, w) in $buf.iter_mut().enumerate() {
@@ -146,7 +148,7 @@ macro_rules! words {
         };
         check_range($offset, len, $self.len)?;
         let base = $self.at($offset);
-        if !(base as usize).is_multiple_of(N) {
+        if !$offset.is_multiple_of(N) {
             return $self.write_bytes($offset, bytemuck::cast_slice($buf));
         }
         for (i, w) in $buf.iter().enumerate() {
@@ -163,13 +165,20 @@ macro_rules! words {
 impl RawRegion {
     /// Wraps `len` bytes at `base`.
     ///
+    /// Returns `None` unless `base` is aligned to [`PAGE_SIZE`]: every
+    /// alignment check here looks at offsets only, which is right because the
+    /// base is page-aligned.
+    ///
     /// # Safety
     /// `[base, base + len)` must be valid for reads and writes, and stay
     /// allocated and mapped, for the whole lifetime of the returned value.
     /// No Rust reference (`&`/`&mut` to non-atomic data) may be created into
     /// that memory by anyone while the value lives.
-    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize) -> Self {
-        RawRegion { base, len }
+    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize) -> Option<Self> {
+        if !(base.as_ptr() as usize).is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        Some(RawRegion { base, len })
     }
 
     /// The base pointer, for the owner's deallocation or unmapping.
@@ -214,7 +223,7 @@ impl RawRegion {
                 }
             }};
         }
-        match granule(base as usize, dst.len()) {
+        match granule(offset, dst.len()) {
             8 => copy_out!(AtomicU64, u64),
             4 => copy_out!(AtomicU32, u32),
             2 => copy_out!(AtomicU16, u16),
@@ -243,7 +252,7 @@ impl RawRegion {
                 }
             }};
         }
-        match granule(base as usize, src.len()) {
+        match granule(offset, src.len()) {
             8 => copy_in!(AtomicU64, u64),
             4 => copy_in!(AtomicU32, u32),
             2 => copy_in!(AtomicU16, u16),
@@ -276,13 +285,16 @@ impl RawRegion {
     /// Copies a `T` out of the region: one relaxed atomic load per naturally
     /// aligned word of `T` (8, 4, 2 or 1 bytes, chosen at compile time from
     /// `T`'s alignment), straight into the result, which the compiler keeps
-    /// in registers. A misaligned offset falls back to [`Self::read_bytes`].
+    /// in registers. A misaligned offset is an error.
     #[inline(always)]
     pub(crate) fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
         check_range(offset, size_of::<T>(), self.len)?;
         let base = self.at(offset);
-        if !(base as usize).is_multiple_of(align_of::<T>()) {
-            return self.read_pod_misaligned(offset);
+        if !offset.is_multiple_of(align_of::<T>()) {
+            return Err(MemError::Misaligned {
+                offset,
+                align: align_of::<T>(),
+            });
         }
         let mut val = MaybeUninit::<T>::uninit();
         macro_rules! load_words {
@@ -320,8 +332,11 @@ impl RawRegion {
     pub(crate) fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
         check_range(offset, size_of::<T>(), self.len)?;
         let base = self.at(offset);
-        if !(base as usize).is_multiple_of(align_of::<T>()) {
-            return self.write_pod_misaligned(offset, val);
+        if !offset.is_multiple_of(align_of::<T>()) {
+            return Err(MemError::Misaligned {
+                offset,
+                align: align_of::<T>(),
+            });
         }
         macro_rules! store_words {
             ($atomic:ty, $int:ty) => {{
@@ -367,20 +382,6 @@ impl RawRegion {
             off += LINE;
             n += 1;
         }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn read_pod_misaligned<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
-        let mut val = T::zeroed();
-        self.read_bytes(offset, bytemuck::bytes_of_mut(&mut val))?;
-        Ok(val)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn write_pod_misaligned<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
-        self.write_bytes(offset, bytemuck::bytes_of(val))
     }
 
     /// Sets `len` bytes at `offset` to `byte`.

@@ -266,3 +266,30 @@ fn misaligned_typed_copies_and_prefetch() {
     mem.prefetch(4000, usize::MAX, true);
     mem.prefetch(usize::MAX, 10, false);
 }
+
+#[test]
+fn read_pod_is_strict_read_obj_is_not() {
+    let mem = HeapMem::pages(1).unwrap();
+    mem.write_obj(12, &0xabcdu64).unwrap();
+    assert_eq!(
+        mem.read_pod::<u64>(12),
+        Err(MemError::Misaligned {
+            offset: 12,
+            align: 8
+        })
+    );
+    assert_eq!(
+        mem.write_pod(12, &1u64),
+        Err(MemError::Misaligned {
+            offset: 12,
+            align: 8
+        })
+    );
+    assert_eq!(mem.read_obj::<u64>(12).unwrap(), 0xabcd);
+    assert_eq!(mem.read_pod::<u32>(12).unwrap(), 0xabcd);
+    let w = Window::new(&mem, 4, 64).unwrap();
+    assert!(
+        w.read_pod::<u64>(0).is_err(),
+        "a window's default read_pod checks the window offset"
+    );
+}
