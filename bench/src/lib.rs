@@ -129,11 +129,10 @@ pub fn pvio(n: u64, batch: u32) -> Duration {
         let mut progress = false;
         if want > 0 && front.free_requests() >= want {
             let mut b = front.reserve(want).expect("reserve");
-            for _ in 0..want {
-                b.push(&Req::new(sent)).expect("push");
-                sent += 1;
-            }
+            b.fill_with(|i| Req::new(sent + u64::from(i)))
+                .expect("fill");
             b.publish().expect("publish requests");
+            sent += u64::from(want);
             progress = true;
         }
         let got = front

@@ -285,15 +285,13 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         mut f: impl FnMut(Rsp),
     ) -> Result<u32, RingError> {
         let avail = self.refresh()?.min(limit);
-        for _ in 0..avail {
-            let off = self.geo.slot(self.rsp_cons);
-            let rsp = match self.mem.read_pod::<Rsp>(off) {
-                Ok(v) => v,
-                Err(e) => return Err(self.broken(Fault::Memory(e))),
-            };
-            self.rsp_cons = self.rsp_cons.wrapping_add(1);
-            f(rsp);
+        let entry = Geometry::<Req, Rsp>::ENTRY;
+        for (off, n) in self.geo.runs(self.rsp_cons, avail) {
+            if let Err(e) = self.mem.read_records::<Rsp>(off, entry, n, &mut f) {
+                return Err(self.broken(Fault::Memory(e)));
+            }
         }
+        self.rsp_cons = self.rsp_cons.wrapping_add(avail);
         self.stats.consumed += u64::from(avail);
         Ok(avail)
     }
@@ -354,6 +352,29 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> RequestBatch<'_, M, Req, Rsp> {
         }
         self.filled += 1;
         Ok(())
+    }
+
+    /// Fills every remaining reserved slot with `f(i)`, `i` counting from 0
+    /// within this call, in at most two bounds checks (the batch's contiguous
+    /// runs). Returns how many were filled.
+    pub fn fill_with(&mut self, mut f: impl FnMut(u32) -> Req) -> Result<u32, RingError> {
+        let n = self.remaining();
+        let first = self.start.wrapping_add(self.filled);
+        let entry = Geometry::<Req, Rsp>::ENTRY;
+        let mut done = 0u32;
+        for (off, k) in self.ring.geo.runs(first, n) {
+            let base = done;
+            let r = self
+                .ring
+                .mem
+                .write_records::<Req>(off, entry, k, |i| f(base + i as u32));
+            if let Err(e) = r {
+                return Err(self.ring.broken(Fault::Memory(e)));
+            }
+            done += k as u32;
+        }
+        self.filled += n;
+        Ok(n)
     }
 
     /// Slots reserved and not yet filled.

@@ -335,6 +335,21 @@ impl<Req: Pod, Rsp: Pod> Geometry<Req, Rsp> {
     }
 }
 
+impl<Req: Pod, Rsp: Pod> Geometry<Req, Rsp> {
+    /// The slots of `n` (at most `nr_ents`) messages from index `from`, as at
+    /// most two contiguous runs `(offset of the first slot, count)`.
+    #[inline]
+    fn runs(&self, from: u32, n: u32) -> [(usize, usize); 2] {
+        let n = n.min(self.nr_ents);
+        let first = from & (self.nr_ents - 1);
+        let run1 = n.min(self.nr_ents - first);
+        [
+            (self.slot(from), run1 as usize),
+            (layout::HEADER, (n - run1) as usize),
+        ]
+    }
+}
+
 /// Prefetches the slots of `n` messages from index `from` (at most the whole
 /// ring, in at most two contiguous runs).
 #[inline]

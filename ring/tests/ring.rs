@@ -1053,3 +1053,49 @@ fn slots_misaligned_for_the_types_are_refused_at_setup() {
     let w = pvio_shmem::Window::new(&mem, 4096, 4096).unwrap();
     assert!(Front::init(&w).is_ok(), "a page-aligned window is fine");
 }
+
+#[test]
+fn fill_with_and_bulk_paths_across_the_wrap() {
+    let mem = page();
+    let (mut front, mut back) = pair(&mem);
+    let mut next = 0u64;
+    let mut seen = 0u64;
+    for round in 0..40u64 {
+        let n = (round % 7 + 1) as u32 * 3; // 3..21, so runs straddle the wrap
+        let mut b = front.reserve(n).unwrap();
+        let base = next;
+        assert_eq!(b.fill_with(|i| Req::new(base + u64::from(i))).unwrap(), n);
+        assert_eq!(
+            b.fill_with(|_| unreachable!()).unwrap(),
+            0,
+            "nothing left to fill"
+        );
+        b.publish().unwrap();
+        next += u64::from(n);
+        if round % 2 == 0 {
+            assert_eq!(
+                back.answer_requests(u32::MAX, |r| {
+                    assert!(r.is_valid());
+                    Rsp::ok(r.id)
+                })
+                .unwrap(),
+                n
+            );
+        } else {
+            let mut ids = vec![];
+            back.drain_requests(u32::MAX, |r| ids.push(r.id)).unwrap();
+            for id in ids {
+                back.push_response(&Rsp::ok(id)).unwrap();
+            }
+        }
+        back.publish().unwrap();
+        front
+            .drain_responses(u32::MAX, |r| {
+                assert_eq!(r.id, seen);
+                seen += 1;
+            })
+            .unwrap();
+    }
+    assert_eq!(seen, next);
+    assert!(front.indices().0 > 32 * 4, "wrapped the ring several times");
+}

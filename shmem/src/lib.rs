@@ -87,6 +87,29 @@ fn check_align<T>(offset: usize) -> Result<(), MemError> {
     }
 }
 
+/// Offset of record `i` of `stride` bytes from `offset`, without overflow.
+#[inline]
+fn record(offset: usize, stride: usize, i: usize) -> Result<usize, MemError> {
+    i.checked_mul(stride)
+        .and_then(|x| x.checked_add(offset))
+        .ok_or(MemError::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            size: usize::MAX,
+        })
+}
+
+/// The whole-batch check of the default record methods: every record in
+/// bounds (so a batch that does not fit touches nothing).
+#[inline]
+fn check_records<T>(size: usize, offset: usize, stride: usize, n: usize) -> Result<(), MemError> {
+    if let Some(last) = n.checked_sub(1) {
+        let end = record(offset, stride, last)?;
+        error::check_range(end, size_of::<T>(), size)?;
+    }
+    Ok(())
+}
+
 /// The protocol page size: every Xen ring and grant works in 4096-byte pages.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -149,6 +172,72 @@ pub trait SharedMem {
     {
         check_align::<T>(offset)?;
         self.write_bytes(offset, bytemuck::bytes_of(val))
+    }
+
+    /// Visits `n` records of `stride` bytes from `offset`: copies a `T` out
+    /// of the start of each (each byte read once) and hands it to `f`, in
+    /// order. The whole range is bounds- and alignment-checked once, so a
+    /// batch of ring slots costs one check, not one per slot.
+    #[inline]
+    fn read_records<T: Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        mut f: impl FnMut(T),
+    ) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        check_records::<T>(self.size(), offset, stride, n)?;
+        for i in 0..n {
+            f(self.read_pod(record(offset, stride, i)?)?);
+        }
+        Ok(())
+    }
+
+    /// Writes `f(i)` at the start of record `i` of `n` records of `stride`
+    /// bytes from `offset` (see [`SharedMem::read_records`]).
+    #[inline]
+    fn write_records<T: Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        mut f: impl FnMut(usize) -> T,
+    ) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        check_records::<T>(self.size(), offset, stride, n)?;
+        for i in 0..n {
+            self.write_pod(record(offset, stride, i)?, &f(i))?;
+        }
+        Ok(())
+    }
+
+    /// For each of `n` records of `stride` bytes from `offset`: copies an `R`
+    /// out of its start, and writes `f`'s `W` back over it (a ring backend
+    /// answering requests in their own slots).
+    #[inline]
+    fn update_records<R: Pod, W: Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        mut f: impl FnMut(R) -> W,
+    ) -> Result<(), MemError>
+    where
+        Self: Sized,
+    {
+        check_records::<R>(self.size(), offset, stride, n)?;
+        check_records::<W>(self.size(), offset, stride, n)?;
+        for i in 0..n {
+            let off = record(offset, stride, i)?;
+            let w = f(self.read_pod(off)?);
+            self.write_pod(off, &w)?;
+        }
+        Ok(())
     }
 
     /// Copies `dst.len()` 64-bit words out of the region at `offset`, each
@@ -274,6 +363,36 @@ macro_rules! forward_shared_mem {
         #[inline(always)]
         fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
             $target::write_pod(self, offset, val)
+        }
+        #[inline(always)]
+        fn read_records<T: Pod>(
+            &self,
+            offset: usize,
+            stride: usize,
+            n: usize,
+            f: impl FnMut(T),
+        ) -> Result<(), MemError> {
+            $target::read_records(self, offset, stride, n, f)
+        }
+        #[inline(always)]
+        fn write_records<T: Pod>(
+            &self,
+            offset: usize,
+            stride: usize,
+            n: usize,
+            f: impl FnMut(usize) -> T,
+        ) -> Result<(), MemError> {
+            $target::write_records(self, offset, stride, n, f)
+        }
+        #[inline(always)]
+        fn update_records<R: Pod, W: Pod>(
+            &self,
+            offset: usize,
+            stride: usize,
+            n: usize,
+            f: impl FnMut(R) -> W,
+        ) -> Result<(), MemError> {
+            $target::update_records(self, offset, stride, n, f)
         }
         #[inline]
         fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
@@ -429,6 +548,36 @@ macro_rules! impl_shared_mem_via_raw {
                 val: &T,
             ) -> Result<(), $crate::MemError> {
                 self.raw().write_pod(offset, val)
+            }
+            #[inline(always)]
+            fn read_records<T: $crate::Pod>(
+                &self,
+                offset: usize,
+                stride: usize,
+                n: usize,
+                f: impl FnMut(T),
+            ) -> Result<(), $crate::MemError> {
+                self.raw().read_records(offset, stride, n, f)
+            }
+            #[inline(always)]
+            fn write_records<T: $crate::Pod>(
+                &self,
+                offset: usize,
+                stride: usize,
+                n: usize,
+                f: impl FnMut(usize) -> T,
+            ) -> Result<(), $crate::MemError> {
+                self.raw().write_records(offset, stride, n, f)
+            }
+            #[inline(always)]
+            fn update_records<R: $crate::Pod, W: $crate::Pod>(
+                &self,
+                offset: usize,
+                stride: usize,
+                n: usize,
+                f: impl FnMut(R) -> W,
+            ) -> Result<(), $crate::MemError> {
+                self.raw().update_records(offset, stride, n, f)
             }
             #[inline]
             fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), $crate::MemError> {

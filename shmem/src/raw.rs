@@ -111,6 +111,71 @@ fn prefetchw_line(p: *const u8) {
     prefetch_line(p);
 }
 
+/// Loads a `T` from `p`, one relaxed atomic load per naturally aligned word.
+///
+/// # Safety
+/// `p..p + size_of::<T>()` must lie inside a live region (valid, only ever
+/// accessed atomically) and `p` must be aligned for `T`.
+#[inline(always)]
+unsafe fn load_pod<T: Pod>(p: *mut u8) -> T {
+    let mut val = MaybeUninit::<T>::uninit();
+    macro_rules! load_words {
+        ($atomic:ty, $int:ty) => {{
+            const N: usize = size_of::<$int>();
+            let dst = val.as_mut_ptr().cast::<$int>();
+            for i in 0..size_of::<T>() / N {
+                let w = p.wrapping_add(i * N).cast::<$int>();
+                // SAFETY: w..w+N lies inside the T at p (caller), which is in
+                // the region; w is aligned (align_of::<T>() >= N); the region
+                // is only accessed atomically.
+                let word = unsafe { <$atomic>::from_ptr(w) };
+                let v = word.load(Ordering::Relaxed);
+                // SAFETY: dst points to a local MaybeUninit<T>, aligned for
+                // $int and i * N + N <= size_of::<T>().
+                unsafe { dst.add(i).write(v) };
+            }
+        }};
+    }
+    match align_of::<T>().min(8) {
+        8 if size_of::<T>().is_multiple_of(8) => load_words!(AtomicU64, u64),
+        4 | 8 if size_of::<T>().is_multiple_of(4) => load_words!(AtomicU32, u32),
+        2 | 4 | 8 if size_of::<T>().is_multiple_of(2) => load_words!(AtomicU16, u16),
+        _ => load_words!(AtomicU8, u8),
+    }
+    // SAFETY: every byte of val was written above (the word size divides
+    // size_of::<T>()), and T: Pod accepts any bit pattern.
+    unsafe { val.assume_init() }
+}
+
+/// Stores `val` at `p`, one relaxed atomic store per naturally aligned word.
+///
+/// # Safety
+/// As for [`load_pod`].
+#[inline(always)]
+unsafe fn store_pod<T: Pod>(p: *mut u8, val: &T) {
+    macro_rules! store_words {
+        ($atomic:ty, $int:ty) => {{
+            const N: usize = size_of::<$int>();
+            let src = (val as *const T).cast::<$int>();
+            for i in 0..size_of::<T>() / N {
+                // SAFETY: src points to a live T, aligned for $int, with
+                // i * N + N <= size_of::<T>(); a Pod T has no padding bytes.
+                let v = unsafe { src.add(i).read() };
+                let w = p.wrapping_add(i * N).cast::<$int>();
+                // SAFETY: as in load_pod.
+                let word = unsafe { <$atomic>::from_ptr(w) };
+                word.store(v, Ordering::Relaxed);
+            }
+        }};
+    }
+    match align_of::<T>().min(8) {
+        8 if size_of::<T>().is_multiple_of(8) => store_words!(AtomicU64, u64),
+        4 | 8 if size_of::<T>().is_multiple_of(4) => store_words!(AtomicU32, u32),
+        2 | 4 | 8 if size_of::<T>().is_multiple_of(2) => store_words!(AtomicU16, u16),
+        _ => store_words!(AtomicU8, u8),
+    }
+}
+
 /// The body of the word-copy functions of [`RawRegion`].
 macro_rules! words {
     ($self:ident, $offset:ident, $buf:ident, $atomic:ty, $int:ty, read) => {{
@@ -282,84 +347,115 @@ impl RawRegion {
         words!(self, offset, src, AtomicU32, u32, write)
     }
 
+    /// Checks that `n` records of `stride` bytes starting at `offset` hold a
+    /// `T` each inside the region, naturally aligned; returns the first
+    /// record's address. `n == 0` is always fine.
+    #[inline(always)]
+    fn check_records<T>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+    ) -> Result<*mut u8, MemError> {
+        let span = match n.checked_sub(1) {
+            None => 0,
+            Some(k) => k
+                .checked_mul(stride)
+                .and_then(|x| x.checked_add(size_of::<T>()))
+                .ok_or(MemError::OutOfBounds {
+                    offset,
+                    len: usize::MAX,
+                    size: self.len,
+                })?,
+        };
+        check_range(offset, span, self.len)?;
+        if !offset.is_multiple_of(align_of::<T>())
+            || (n > 1 && !stride.is_multiple_of(align_of::<T>()))
+        {
+            return Err(MemError::Misaligned {
+                offset,
+                align: align_of::<T>(),
+            });
+        }
+        Ok(self.at(offset))
+    }
+
     /// Copies a `T` out of the region: one relaxed atomic load per naturally
     /// aligned word of `T` (8, 4, 2 or 1 bytes, chosen at compile time from
     /// `T`'s alignment), straight into the result, which the compiler keeps
     /// in registers. A misaligned offset is an error.
     #[inline(always)]
     pub(crate) fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
-        check_range(offset, size_of::<T>(), self.len)?;
-        let base = self.at(offset);
-        if !offset.is_multiple_of(align_of::<T>()) {
-            return Err(MemError::Misaligned {
-                offset,
-                align: align_of::<T>(),
-            });
-        }
-        let mut val = MaybeUninit::<T>::uninit();
-        macro_rules! load_words {
-            ($atomic:ty, $int:ty) => {{
-                const N: usize = size_of::<$int>();
-                let dst = val.as_mut_ptr().cast::<$int>();
-                for i in 0..size_of::<T>() / N {
-                    let p = base.wrapping_add(i * N).cast::<$int>();
-                    // SAFETY: [offset, offset + size_of::<T>()) is in bounds
-                    // (checked above) and p..p+N lies inside it; p is aligned
-                    // to align_of::<T>() >= N; the region is valid while self
-                    // lives and only accessed atomically.
-                    let word = unsafe { <$atomic>::from_ptr(p) };
-                    let w = word.load(Ordering::Relaxed);
-                    // SAFETY: dst points to a local MaybeUninit<T>, aligned for
-                    // $int (align_of::<T>() >= N) and i * N + N <= size_of::<T>().
-                    unsafe { dst.add(i).write(w) };
-                }
-            }};
-        }
-        match align_of::<T>().min(8) {
-            8 if size_of::<T>().is_multiple_of(8) => load_words!(AtomicU64, u64),
-            4 | 8 if size_of::<T>().is_multiple_of(4) => load_words!(AtomicU32, u32),
-            2 | 4 | 8 if size_of::<T>().is_multiple_of(2) => load_words!(AtomicU16, u16),
-            _ => load_words!(AtomicU8, u8),
-        }
-        // SAFETY: every byte of val was written by the loop above (the word
-        // size divides size_of::<T>()), and T: Pod accepts any bit pattern.
-        Ok(unsafe { val.assume_init() })
+        let p = self.check_records::<T>(offset, 0, 1)?;
+        // SAFETY: check_records verified p..p+size_of::<T>() is inside the
+        // region and p is aligned for T.
+        Ok(unsafe { load_pod(p) })
     }
 
     /// Copies `val` into the region, one relaxed atomic store per naturally
     /// aligned word of `T` (see [`Self::read_pod`]).
     #[inline(always)]
     pub(crate) fn write_pod<T: Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
-        check_range(offset, size_of::<T>(), self.len)?;
-        let base = self.at(offset);
-        if !offset.is_multiple_of(align_of::<T>()) {
-            return Err(MemError::Misaligned {
-                offset,
-                align: align_of::<T>(),
-            });
+        let p = self.check_records::<T>(offset, 0, 1)?;
+        // SAFETY: as in read_pod.
+        unsafe { store_pod(p, val) };
+        Ok(())
+    }
+
+    /// [`crate::SharedMem::read_records`]: one bounds check for the batch.
+    #[inline(always)]
+    pub(crate) fn read_records<T: Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        mut f: impl FnMut(T),
+    ) -> Result<(), MemError> {
+        let p = self.check_records::<T>(offset, stride, n)?;
+        for i in 0..n {
+            // SAFETY: check_records verified every record i < n lies inside
+            // the region and is aligned for T.
+            f(unsafe { load_pod(p.wrapping_add(i * stride)) });
         }
-        macro_rules! store_words {
-            ($atomic:ty, $int:ty) => {{
-                const N: usize = size_of::<$int>();
-                let src = (val as *const T).cast::<$int>();
-                for i in 0..size_of::<T>() / N {
-                    // SAFETY: src points to a live T, aligned for $int
-                    // (align_of::<T>() >= N), i * N + N <= size_of::<T>(), and
-                    // a Pod T has no uninitialised (padding) bytes.
-                    let w = unsafe { src.add(i).read() };
-                    let p = base.wrapping_add(i * N).cast::<$int>();
-                    // SAFETY: as in read_pod: in bounds, aligned, valid,
-                    // atomic-only.
-                    let word = unsafe { <$atomic>::from_ptr(p) };
-                    word.store(w, Ordering::Relaxed);
-                }
-            }};
+        Ok(())
+    }
+
+    /// [`crate::SharedMem::write_records`]: one bounds check for the batch.
+    #[inline(always)]
+    pub(crate) fn write_records<T: Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        mut f: impl FnMut(usize) -> T,
+    ) -> Result<(), MemError> {
+        let p = self.check_records::<T>(offset, stride, n)?;
+        for i in 0..n {
+            let val = f(i);
+            // SAFETY: as in read_records.
+            unsafe { store_pod(p.wrapping_add(i * stride), &val) };
         }
-        match align_of::<T>().min(8) {
-            8 if size_of::<T>().is_multiple_of(8) => store_words!(AtomicU64, u64),
-            4 | 8 if size_of::<T>().is_multiple_of(4) => store_words!(AtomicU32, u32),
-            2 | 4 | 8 if size_of::<T>().is_multiple_of(2) => store_words!(AtomicU16, u16),
-            _ => store_words!(AtomicU8, u8),
+        Ok(())
+    }
+
+    /// [`crate::SharedMem::update_records`]: one bounds check for the batch.
+    #[inline(always)]
+    pub(crate) fn update_records<R: Pod, W: Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        mut f: impl FnMut(R) -> W,
+    ) -> Result<(), MemError> {
+        let p = self.check_records::<R>(offset, stride, n)?;
+        self.check_records::<W>(offset, stride, n)?;
+        for i in 0..n {
+            let rec = p.wrapping_add(i * stride);
+            // SAFETY: check_records verified every record holds an aligned R
+            // and an aligned W inside the region.
+            let w = f(unsafe { load_pod::<R>(rec) });
+            // SAFETY: as above.
+            unsafe { store_pod(rec, &w) };
         }
         Ok(())
     }

@@ -295,3 +295,48 @@ fn read_pod_is_strict_read_obj_is_not() {
     assert_eq!(w.read_pod::<u64>(8).unwrap(), 0x1122_3344_5566_7788);
     assert!(w.read_pod::<u64>(4).is_err());
 }
+
+/// Strided record access: one check for the batch, same results as single
+/// accesses, and a batch reaching past the end is refused before anything
+/// is touched.
+#[test]
+fn records_read_write_update() {
+    fn check<M: SharedMem>(mem: &M) {
+        mem.write_records::<u64>(64, 24, 10, |i| i as u64 * 3)
+            .unwrap();
+        let mut got = vec![];
+        mem.read_records::<u64>(64, 24, 10, |v| got.push(v))
+            .unwrap();
+        assert_eq!(got, (0..10).map(|i| i * 3).collect::<Vec<u64>>());
+        assert_eq!(mem.read_pod::<u64>(64 + 24 * 9).unwrap(), 27);
+        mem.update_records::<u64, u32>(64, 24, 10, |v| (v + 1) as u32)
+            .unwrap();
+        assert_eq!(mem.read_pod::<u32>(64 + 24 * 2).unwrap(), 7);
+        assert_eq!(
+            mem.read_pod::<u32>(64 + 24 * 2 + 4).unwrap(),
+            0,
+            "upper half of the old u64 untouched: it was 0"
+        );
+        // Past the end: refused, nothing written.
+        mem.write_pod(4096 - 16, &5u64).unwrap();
+        assert!(mem.write_records::<u64>(4096 - 16, 8, 3, |_| 99).is_err());
+        assert_eq!(mem.read_pod::<u64>(4096 - 16).unwrap(), 5);
+        assert!(
+            mem.read_records::<u64>(0, usize::MAX, 3, |_| ()).is_err(),
+            "stride overflow"
+        );
+        assert!(
+            mem.read_records::<u64>(4, 8, 2, |_| ()).is_err(),
+            "misaligned start"
+        );
+        assert!(
+            mem.read_records::<u64>(0, 12, 2, |_| ()).is_err(),
+            "misaligned stride"
+        );
+        mem.read_records::<u64>(usize::MAX, 8, 0, |_| panic!("n = 0 visits nothing"))
+            .ok();
+    }
+    check(&HeapMem::pages(1).unwrap());
+    check(&MemfdMem::new(c"records", 4096).unwrap());
+    check(&Window::new(HeapMem::pages(1).unwrap(), 0, 4096).unwrap());
+}
