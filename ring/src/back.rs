@@ -96,6 +96,19 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         &self.mem
     }
 
+    /// Up to `limit` messages to consume: from the last snapshot of the
+    /// peer's producer index if it holds that many, else from a fresh
+    /// (validated) read of it.
+    #[inline]
+    fn available(&mut self, limit: u32) -> Result<u32, RingError> {
+        self.check()?;
+        let cached = self.req_prod.wrapping_sub(self.req_cons);
+        if cached >= limit {
+            return Ok(limit);
+        }
+        Ok(self.refresh()?.min(limit))
+    }
+
     #[inline]
     fn check(&self) -> Result<(), RingError> {
         match self.fault {
@@ -194,7 +207,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
     /// (bound the work per notification: SECURITY.md R8). Returns how many
     /// were consumed.
     pub fn drain_requests(&mut self, limit: u32, mut f: impl FnMut(Req)) -> Result<u32, RingError> {
-        let avail = self.refresh()?.min(limit);
+        let avail = self.available(limit)?;
         let entry = Geometry::<Req, Rsp>::ENTRY;
         for (off, n) in self.geo.runs(self.req_cons, avail) {
             if let Err(e) = self.mem.read_records::<Req>(off, entry, n, &mut f) {
@@ -216,7 +229,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
         limit: u32,
         mut f: impl FnMut(Req) -> Rsp,
     ) -> Result<u32, RingError> {
-        let avail = self.refresh()?.min(limit);
+        let avail = self.available(limit)?;
         if self.unanswered() == 0 {
             // Nothing owed: each response goes into its own request's slot,
             // so read and answer in place, one bounds check per run.

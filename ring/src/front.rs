@@ -125,6 +125,19 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         &self.mem
     }
 
+    /// Up to `limit` messages to consume: from the last snapshot of the
+    /// peer's producer index if it holds that many, else from a fresh
+    /// (validated) read of it.
+    #[inline]
+    fn available(&mut self, limit: u32) -> Result<u32, RingError> {
+        self.check()?;
+        let cached = self.rsp_prod.wrapping_sub(self.rsp_cons);
+        if cached >= limit {
+            return Ok(limit);
+        }
+        Ok(self.refresh()?.min(limit))
+    }
+
     #[inline]
     fn check(&self) -> Result<(), RingError> {
         match self.fault {
@@ -284,7 +297,7 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> FrontRing<M, Req, Rsp> {
         limit: u32,
         mut f: impl FnMut(Rsp),
     ) -> Result<u32, RingError> {
-        let avail = self.refresh()?.min(limit);
+        let avail = self.available(limit)?;
         let entry = Geometry::<Req, Rsp>::ENTRY;
         for (off, n) in self.geo.runs(self.rsp_cons, avail) {
             if let Err(e) = self.mem.read_records::<Rsp>(off, entry, n, &mut f) {
