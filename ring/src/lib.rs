@@ -64,6 +64,7 @@
 
 mod back;
 mod front;
+mod side;
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -72,6 +73,7 @@ use pvio_shmem::{MemError, Pod, SharedMem};
 
 pub use back::{BackRing, ResponseBatch};
 pub use front::{FrontRing, RequestBatch};
+pub use side::Batch;
 
 /// Byte offsets of the shared header fields (`spec/ring.md` §2).
 pub mod layout {
@@ -347,30 +349,6 @@ impl<Req: Pod, Rsp: Pod> Geometry<Req, Rsp> {
             (self.slot(from), run1 as usize),
             (layout::HEADER, (n - run1) as usize),
         ]
-    }
-}
-
-/// Prefetches the slots of `n` messages from index `from` (at most the whole
-/// ring, in at most two contiguous runs).
-#[inline]
-fn prefetch_slots<M: SharedMem, Req: Pod, Rsp: Pod>(
-    mem: &M,
-    geo: &Geometry<Req, Rsp>,
-    from: u32,
-    n: u32,
-) {
-    if n == 0 {
-        return;
-    }
-    let n = n.min(geo.nr_ents);
-    let first = from & (geo.nr_ents - 1);
-    let run1 = n.min(geo.nr_ents - first);
-    let entry = Geometry::<Req, Rsp>::ENTRY;
-    // For ownership: each side overwrites the slots it reads (the backend
-    // with responses, the frontend later with new requests).
-    mem.prefetch(geo.slot(from), run1 as usize * entry, true);
-    if run1 < n {
-        mem.prefetch(layout::HEADER, (n - run1) as usize * entry, true);
     }
 }
 

@@ -56,6 +56,7 @@ mod instrument;
 mod loom_mem;
 #[cfg(feature = "std")]
 mod memfd;
+#[cfg(feature = "alloc")]
 mod raw;
 mod window;
 
@@ -512,6 +513,7 @@ impl<M: SharedMem> SharedMem for alloc::boxed::Box<M> {
     forward_shared_mem!(M);
 }
 
+#[cfg(feature = "alloc")]
 /// Implements [`SharedMem`] for a type with a `raw(&self) -> &raw::RawRegion`
 /// method, i.e. for every backend over real memory.
 macro_rules! impl_shared_mem_via_raw {
@@ -752,5 +754,5 @@ macro_rules! impl_shared_mem_via_raw {
         }
     };
 }
-#[allow(unused_imports)]
+#[cfg(feature = "alloc")]
 pub(crate) use impl_shared_mem_via_raw;
