@@ -241,34 +241,6 @@ pub trait SharedMem {
         Ok(())
     }
 
-    /// Copies `dst.len()` 64-bit words out of the region at `offset`, each
-    /// read once. Same result as [`SharedMem::read_bytes`]; backends over
-    /// real memory implement it as one aligned atomic load per word, which
-    /// the typed copies of [`SharedMemExt`] use for 8-byte-aligned types.
-    #[inline]
-    fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
-        self.read_bytes(offset, bytemuck::cast_slice_mut(dst))
-    }
-
-    /// Copies 64-bit words into the region (see [`SharedMem::read_u64s`]).
-    #[inline]
-    fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), MemError> {
-        self.write_bytes(offset, bytemuck::cast_slice(src))
-    }
-
-    /// Copies `dst.len()` 32-bit words out of the region at `offset` (see
-    /// [`SharedMem::read_u64s`]).
-    #[inline]
-    fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), MemError> {
-        self.read_bytes(offset, bytemuck::cast_slice_mut(dst))
-    }
-
-    /// Copies 32-bit words into the region (see [`SharedMem::read_u64s`]).
-    #[inline]
-    fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), MemError> {
-        self.write_bytes(offset, bytemuck::cast_slice(src))
-    }
-
     /// Atomic load of the aligned `u16` at `offset`.
     fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, MemError>;
     /// Atomic load of the aligned `u32` at `offset`.
@@ -394,22 +366,6 @@ macro_rules! forward_shared_mem {
             f: impl FnMut(R) -> W,
         ) -> Result<(), MemError> {
             $target::update_records(self, offset, stride, n, f)
-        }
-        #[inline]
-        fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
-            $target::read_u64s(self, offset, dst)
-        }
-        #[inline]
-        fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), MemError> {
-            $target::write_u64s(self, offset, src)
-        }
-        #[inline]
-        fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), MemError> {
-            $target::read_u32s(self, offset, dst)
-        }
-        #[inline]
-        fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), MemError> {
-            $target::write_u32s(self, offset, src)
         }
         #[inline]
         fn load_u16(&self, offset: usize, order: Ordering) -> Result<u16, MemError> {
@@ -580,22 +536,6 @@ macro_rules! impl_shared_mem_via_raw {
                 f: impl FnMut(R) -> W,
             ) -> Result<(), $crate::MemError> {
                 self.raw().update_records(offset, stride, n, f)
-            }
-            #[inline]
-            fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), $crate::MemError> {
-                self.raw().read_u64s(offset, dst)
-            }
-            #[inline]
-            fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), $crate::MemError> {
-                self.raw().write_u64s(offset, src)
-            }
-            #[inline]
-            fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), $crate::MemError> {
-                self.raw().read_u32s(offset, dst)
-            }
-            #[inline]
-            fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), $crate::MemError> {
-                self.raw().write_u32s(offset, src)
             }
             #[inline]
             fn load_u16(

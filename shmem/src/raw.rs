@@ -176,57 +176,6 @@ unsafe fn store_pod<T: Pod>(p: *mut u8, val: &T) {
     }
 }
 
-/// The body of the word-copy functions of [`RawRegion`].
-macro_rules! words {
-    ($self:ident, $offset:ident, $buf:ident, $atomic:ty, $int:ty, read) => {{
-        const N: usize = core::mem::size_of::<$int>();
-        let Some(len) = $buf.len().checked_mul(N) else {
-            return Err(MemError::OutOfBounds {
-                offset: $offset,
-                len: usize::MAX,
-                size: $self.len,
-            });
-        };
-        check_range($offset, len, $self.len)?;
-        let base = $self.at($offset);
-        if !$offset.is_multiple_of(N) {
-            return $self.read_bytes($offset, bytemuck::cast_slice_mut($buf));
-        }
-        for (i, w) in $buf.iter_mut().enumerate() {
-            let p = base.wrapping_add(i * N).cast::<$int>();
-            // SAFETY: [offset, offset + len) is in bounds (checked above) and
-            // p..p+N lies inside it; p is N-aligned (checked above); the
-            // region is valid while self lives and only accessed atomically.
-            let word = unsafe { <$atomic>::from_ptr(p) };
-            *w = word.load(Ordering::Relaxed);
-        }
-        Ok(())
-    }};
-    ($self:ident, $offset:ident, $buf:ident, $atomic:ty, $int:ty, write) => {{
-        const N: usize = core::mem::size_of::<$int>();
-        let Some(len) = $buf.len().checked_mul(N) else {
-            return Err(MemError::OutOfBounds {
-                offset: $offset,
-                len: usize::MAX,
-                size: $self.len,
-            });
-        };
-        check_range($offset, len, $self.len)?;
-        let base = $self.at($offset);
-        if !$offset.is_multiple_of(N) {
-            return $self.write_bytes($offset, bytemuck::cast_slice($buf));
-        }
-        for (i, w) in $buf.iter().enumerate() {
-            let p = base.wrapping_add(i * N).cast::<$int>();
-            // SAFETY: as in the read arm: in bounds, N-aligned, valid,
-            // atomic-only.
-            let word = unsafe { <$atomic>::from_ptr(p) };
-            word.store(*w, Ordering::Relaxed);
-        }
-        Ok(())
-    }};
-}
-
 impl RawRegion {
     /// Wraps `len` bytes at `base`.
     ///
@@ -324,27 +273,6 @@ impl RawRegion {
             _ => copy_in!(AtomicU8, u8),
         }
         Ok(())
-    }
-
-    /// Word-at-a-time copies for 8- and 4-byte-aligned data: one aligned
-    /// relaxed atomic load or store per word, in a loop of known trip count
-    /// that the compiler unrolls. A misaligned start falls back to the byte
-    /// path, with the same result.
-    #[inline]
-    pub(crate) fn read_u64s(&self, offset: usize, dst: &mut [u64]) -> Result<(), MemError> {
-        words!(self, offset, dst, AtomicU64, u64, read)
-    }
-    #[inline]
-    pub(crate) fn write_u64s(&self, offset: usize, src: &[u64]) -> Result<(), MemError> {
-        words!(self, offset, src, AtomicU64, u64, write)
-    }
-    #[inline]
-    pub(crate) fn read_u32s(&self, offset: usize, dst: &mut [u32]) -> Result<(), MemError> {
-        words!(self, offset, dst, AtomicU32, u32, read)
-    }
-    #[inline]
-    pub(crate) fn write_u32s(&self, offset: usize, src: &[u32]) -> Result<(), MemError> {
-        words!(self, offset, src, AtomicU32, u32, write)
     }
 
     /// Checks that `n` records of `stride` bytes starting at `offset` hold a
