@@ -111,6 +111,89 @@ fn check_records<T>(size: usize, offset: usize, stride: usize, n: usize) -> Resu
     Ok(())
 }
 
+/// An opaque view of a plain-memory region (see [`SharedMem::raw_view`]):
+/// nothing can be done with it but hand it to [`copy`].
+#[derive(Debug, Clone, Copy)]
+pub struct RawView<'a> {
+    #[cfg(feature = "alloc")]
+    region: &'a raw::RawRegion,
+    start: usize,
+    len: usize,
+    #[cfg(not(feature = "alloc"))]
+    _never: core::convert::Infallible,
+    #[cfg(not(feature = "alloc"))]
+    _life: core::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> RawView<'a> {
+    #[cfg(feature = "alloc")]
+    pub(crate) fn new(region: &'a raw::RawRegion) -> Self {
+        RawView {
+            region,
+            start: 0,
+            len: region.len(),
+        }
+    }
+
+    /// The sub-range `[offset, offset + len)` of this view.
+    pub(crate) fn narrow(self, offset: usize, len: usize) -> Option<Self> {
+        error::check_range(offset, len, self.len).ok()?;
+        Some(RawView {
+            start: self.start + offset,
+            len,
+            ..self
+        })
+    }
+}
+
+/// Copies `len` bytes from `src` at `src_offset` to `dst` at `dst_offset`,
+/// each byte read and written once: the grant-copy primitive. Between two
+/// plain-memory regions it is one bulk copy (memcpy speed); otherwise the
+/// bytes go through a small bounce buffer and the regions' byte methods.
+/// Overlapping ranges of one region are copied through the bounce buffer.
+pub fn copy<S: SharedMem + ?Sized, D: SharedMem + ?Sized>(
+    src: &S,
+    src_offset: usize,
+    dst: &D,
+    dst_offset: usize,
+    len: usize,
+) -> Result<(), MemError> {
+    error::check_range(src_offset, len, src.size())?;
+    error::check_range(dst_offset, len, dst.size())?;
+    #[cfg(feature = "alloc")]
+    if len >= raw::BULK_MIN {
+        if let (Some(s), Some(d)) = (src.raw_view(), dst.raw_view()) {
+            let s_ptr = s.region.range(s.start + src_offset, len)?;
+            let d_ptr = d.region.range(d.start + dst_offset, len)?;
+            let (a, b) = (s_ptr as usize, d_ptr as usize);
+            if a + len <= b || b + len <= a {
+                // SAFETY: both ranges were bounds-checked inside live regions
+                // (which stay mapped while the borrows of src and dst live),
+                // they do not overlap, and region memory is only accessed
+                // atomically or by bulk_copy.
+                unsafe { raw::bulk_copy(s_ptr, d_ptr, len) };
+                return Ok(());
+            }
+        }
+    }
+    // Chunks through a bounce buffer; backwards when the destination lies
+    // after the source, so overlapping ranges of one region move like memmove.
+    let mut buf = [0u8; 512];
+    let chunks = len.div_ceil(buf.len());
+    for k in 0..chunks {
+        let k = if dst_offset > src_offset {
+            chunks - 1 - k
+        } else {
+            k
+        };
+        let at = k * buf.len();
+        let n = (len - at).min(buf.len());
+        src.read_bytes(src_offset + at, &mut buf[..n])?;
+        dst.write_bytes(dst_offset + at, &buf[..n])?;
+    }
+    Ok(())
+}
+
 /// The protocol page size: every Xen ring and grant works in 4096-byte pages.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -147,6 +230,15 @@ pub trait SharedMem {
     #[inline]
     fn prefetch(&self, offset: usize, len: usize, write: bool) {
         let _ = (offset, len, write);
+    }
+
+    /// Where the region lies in this process's memory, for [`copy`] between
+    /// two regions without a bounce buffer. `None` (the default) for regions
+    /// that are not plain memory, such as models and recorders, which
+    /// [`copy`] then reaches through their byte methods.
+    #[inline]
+    fn raw_view(&self) -> Option<RawView<'_>> {
+        None
     }
 
     /// Copies a `T` out of the region at `offset`, each byte read once.
@@ -329,6 +421,10 @@ macro_rules! forward_shared_mem {
         fn prefetch(&self, offset: usize, len: usize, write: bool) {
             $target::prefetch(self, offset, len, write)
         }
+        #[inline]
+        fn raw_view(&self) -> Option<RawView<'_>> {
+            $target::raw_view(self)
+        }
         #[inline(always)]
         fn read_pod<T: Pod>(&self, offset: usize) -> Result<T, MemError> {
             $target::read_pod(self, offset)
@@ -494,6 +590,10 @@ macro_rules! impl_shared_mem_via_raw {
             #[inline]
             fn prefetch(&self, offset: usize, len: usize, write: bool) {
                 self.raw().prefetch(offset, len, write)
+            }
+            #[inline]
+            fn raw_view(&self) -> Option<$crate::RawView<'_>> {
+                Some($crate::RawView::new(self.raw()))
             }
             #[inline(always)]
             fn read_pod<T: $crate::Pod>(&self, offset: usize) -> Result<T, $crate::MemError> {

@@ -78,6 +78,10 @@ macro_rules! windowed {
 
 impl<M: SharedMem> SharedMem for Window<M> {
     #[inline]
+    fn raw_view(&self) -> Option<crate::RawView<'_>> {
+        self.mem.raw_view()?.narrow(self.offset, self.len)
+    }
+    #[inline]
     fn size(&self) -> usize {
         self.len
     }
