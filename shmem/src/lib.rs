@@ -161,19 +161,19 @@ pub fn copy<S: SharedMem + ?Sized, D: SharedMem + ?Sized>(
     error::check_range(src_offset, len, src.size())?;
     error::check_range(dst_offset, len, dst.size())?;
     #[cfg(feature = "alloc")]
-    if len >= raw::BULK_MIN {
-        if let (Some(s), Some(d)) = (src.raw_view(), dst.raw_view()) {
-            let s_ptr = s.region.range(s.start + src_offset, len)?;
-            let d_ptr = d.region.range(d.start + dst_offset, len)?;
-            let (a, b) = (s_ptr as usize, d_ptr as usize);
-            if a + len <= b || b + len <= a {
-                // SAFETY: both ranges were bounds-checked inside live regions
-                // (which stay mapped while the borrows of src and dst live),
-                // they do not overlap, and region memory is only accessed
-                // atomically or by bulk_copy.
-                unsafe { raw::bulk_copy(s_ptr, d_ptr, len) };
-                return Ok(());
-            }
+    if len >= raw::BULK_MIN
+        && let (Some(s), Some(d)) = (src.raw_view(), dst.raw_view())
+    {
+        let s_ptr = s.region.range(s.start + src_offset, len)?;
+        let d_ptr = d.region.range(d.start + dst_offset, len)?;
+        let (a, b) = (s_ptr as usize, d_ptr as usize);
+        if a + len <= b || b + len <= a {
+            // SAFETY: both ranges were bounds-checked inside live regions
+            // (which stay mapped while the borrows of src and dst live), they
+            // do not overlap, and region memory is only accessed atomically
+            // or by bulk_copy.
+            unsafe { raw::bulk_copy(s_ptr, d_ptr, len) };
+            return Ok(());
         }
     }
     // Chunks through a bounce buffer; backwards when the destination lies
