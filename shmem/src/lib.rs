@@ -77,7 +77,7 @@ pub use window::Window;
 /// Alignment check of the default `read_pod`/`write_pod` (regions start
 /// page-aligned, so an offset aligned for `T` is an address aligned for `T`).
 #[inline]
-fn check_align<T>(offset: usize) -> Result<(), MemError> {
+pub(crate) fn check_align<T>(offset: usize) -> Result<(), MemError> {
     if offset.is_multiple_of(align_of::<T>()) {
         Ok(())
     } else {
@@ -90,7 +90,7 @@ fn check_align<T>(offset: usize) -> Result<(), MemError> {
 
 /// Offset of record `i` of `stride` bytes from `offset`, without overflow.
 #[inline]
-fn record(offset: usize, stride: usize, i: usize) -> Result<usize, MemError> {
+pub(crate) fn record(offset: usize, stride: usize, i: usize) -> Result<usize, MemError> {
     i.checked_mul(stride)
         .and_then(|x| x.checked_add(offset))
         .ok_or(MemError::OutOfBounds {
@@ -103,7 +103,12 @@ fn record(offset: usize, stride: usize, i: usize) -> Result<usize, MemError> {
 /// The whole-batch check of the default record methods: every record in
 /// bounds (so a batch that does not fit touches nothing).
 #[inline]
-fn check_records<T>(size: usize, offset: usize, stride: usize, n: usize) -> Result<(), MemError> {
+pub(crate) fn check_records<T>(
+    size: usize,
+    offset: usize,
+    stride: usize,
+    n: usize,
+) -> Result<(), MemError> {
     if let Some(last) = n.checked_sub(1) {
         let end = record(offset, stride, last)?;
         error::check_range(end, size_of::<T>(), size)?;
@@ -547,6 +552,246 @@ macro_rules! forward_shared_mem {
         #[inline]
         fn fence(&self, order: Ordering) {
             $target::fence(self, order)
+        }
+    };
+}
+
+/// Implements [`SharedMem`] for a wrapper type by delegating every method
+/// to one of its fields (which must itself be a `SharedMem`):
+/// `delegate_shared_mem!(MyMapping => window);`. For non-generic types.
+#[macro_export]
+macro_rules! delegate_shared_mem {
+    ($ty:ty => $field:ident) => {
+        impl $crate::SharedMem for $ty {
+            #[inline]
+            fn size(&self) -> usize {
+                $crate::SharedMem::size(&self.$field)
+            }
+            #[inline]
+            fn read_bytes(&self, offset: usize, dst: &mut [u8]) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::read_bytes(&self.$field, offset, dst)
+            }
+            #[inline]
+            fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::write_bytes(&self.$field, offset, src)
+            }
+            #[inline]
+            fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::fill(&self.$field, offset, len, byte)
+            }
+            #[inline]
+            fn prefetch(&self, offset: usize, len: usize, write: bool) {
+                $crate::SharedMem::prefetch(&self.$field, offset, len, write)
+            }
+            #[inline]
+            fn raw_view(&self) -> Option<$crate::RawView<'_>> {
+                $crate::SharedMem::raw_view(&self.$field)
+            }
+            #[inline(always)]
+            fn read_pod<T: $crate::Pod>(&self, offset: usize) -> Result<T, $crate::MemError> {
+                $crate::SharedMem::read_pod(&self.$field, offset)
+            }
+            #[inline(always)]
+            fn write_pod<T: $crate::Pod>(
+                &self,
+                offset: usize,
+                val: &T,
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::write_pod(&self.$field, offset, val)
+            }
+            #[inline(always)]
+            fn read_records<T: $crate::Pod>(
+                &self,
+                offset: usize,
+                stride: usize,
+                n: usize,
+                f: impl FnMut(T),
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::read_records(&self.$field, offset, stride, n, f)
+            }
+            #[inline(always)]
+            fn write_records<T: $crate::Pod>(
+                &self,
+                offset: usize,
+                stride: usize,
+                n: usize,
+                f: impl FnMut(usize) -> T,
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::write_records(&self.$field, offset, stride, n, f)
+            }
+            #[inline(always)]
+            fn update_records<R: $crate::Pod, W: $crate::Pod>(
+                &self,
+                offset: usize,
+                stride: usize,
+                n: usize,
+                f: impl FnMut(R) -> W,
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::update_records(&self.$field, offset, stride, n, f)
+            }
+            #[inline]
+            fn load_u16(
+                &self,
+                offset: usize,
+                order: $crate::Ordering,
+            ) -> Result<u16, $crate::MemError> {
+                $crate::SharedMem::load_u16(&self.$field, offset, order)
+            }
+            #[inline]
+            fn load_u32(
+                &self,
+                offset: usize,
+                order: $crate::Ordering,
+            ) -> Result<u32, $crate::MemError> {
+                $crate::SharedMem::load_u32(&self.$field, offset, order)
+            }
+            #[inline]
+            fn load_u64(
+                &self,
+                offset: usize,
+                order: $crate::Ordering,
+            ) -> Result<u64, $crate::MemError> {
+                $crate::SharedMem::load_u64(&self.$field, offset, order)
+            }
+            #[inline]
+            fn store_u16(
+                &self,
+                offset: usize,
+                val: u16,
+                order: $crate::Ordering,
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::store_u16(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn store_u32(
+                &self,
+                offset: usize,
+                val: u32,
+                order: $crate::Ordering,
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::store_u32(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn store_u64(
+                &self,
+                offset: usize,
+                val: u64,
+                order: $crate::Ordering,
+            ) -> Result<(), $crate::MemError> {
+                $crate::SharedMem::store_u64(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn compare_exchange_u16(
+                &self,
+                offset: usize,
+                current: u16,
+                new: u16,
+                success: $crate::Ordering,
+                failure: $crate::Ordering,
+            ) -> Result<Result<u16, u16>, $crate::MemError> {
+                $crate::SharedMem::compare_exchange_u16(
+                    &self.$field,
+                    offset,
+                    current,
+                    new,
+                    success,
+                    failure,
+                )
+            }
+            #[inline]
+            fn compare_exchange_u32(
+                &self,
+                offset: usize,
+                current: u32,
+                new: u32,
+                success: $crate::Ordering,
+                failure: $crate::Ordering,
+            ) -> Result<Result<u32, u32>, $crate::MemError> {
+                $crate::SharedMem::compare_exchange_u32(
+                    &self.$field,
+                    offset,
+                    current,
+                    new,
+                    success,
+                    failure,
+                )
+            }
+            #[inline]
+            fn compare_exchange_u64(
+                &self,
+                offset: usize,
+                current: u64,
+                new: u64,
+                success: $crate::Ordering,
+                failure: $crate::Ordering,
+            ) -> Result<Result<u64, u64>, $crate::MemError> {
+                $crate::SharedMem::compare_exchange_u64(
+                    &self.$field,
+                    offset,
+                    current,
+                    new,
+                    success,
+                    failure,
+                )
+            }
+            #[inline]
+            fn fetch_or_u16(
+                &self,
+                offset: usize,
+                val: u16,
+                order: $crate::Ordering,
+            ) -> Result<u16, $crate::MemError> {
+                $crate::SharedMem::fetch_or_u16(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn fetch_and_u16(
+                &self,
+                offset: usize,
+                val: u16,
+                order: $crate::Ordering,
+            ) -> Result<u16, $crate::MemError> {
+                $crate::SharedMem::fetch_and_u16(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn fetch_or_u32(
+                &self,
+                offset: usize,
+                val: u32,
+                order: $crate::Ordering,
+            ) -> Result<u32, $crate::MemError> {
+                $crate::SharedMem::fetch_or_u32(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn fetch_and_u32(
+                &self,
+                offset: usize,
+                val: u32,
+                order: $crate::Ordering,
+            ) -> Result<u32, $crate::MemError> {
+                $crate::SharedMem::fetch_and_u32(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn fetch_or_u64(
+                &self,
+                offset: usize,
+                val: u64,
+                order: $crate::Ordering,
+            ) -> Result<u64, $crate::MemError> {
+                $crate::SharedMem::fetch_or_u64(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn fetch_and_u64(
+                &self,
+                offset: usize,
+                val: u64,
+                order: $crate::Ordering,
+            ) -> Result<u64, $crate::MemError> {
+                $crate::SharedMem::fetch_and_u64(&self.$field, offset, val, order)
+            }
+            #[inline]
+            fn fence(&self, order: $crate::Ordering) {
+                $crate::SharedMem::fence(&self.$field, order)
+            }
         }
     };
 }

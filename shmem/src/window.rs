@@ -82,6 +82,93 @@ impl<M: SharedMem> SharedMem for Window<M> {
         self.mem.raw_view()?.narrow(self.offset, self.len)
     }
     #[inline]
+    fn prefetch(&self, offset: usize, len: usize, write: bool) {
+        if let Ok(at) = self.at(offset, len.min(self.len.saturating_sub(offset))) {
+            self.mem.prefetch(at, len.min(self.len - offset), write)
+        }
+    }
+    #[inline(always)]
+    fn read_pod<T: crate::Pod>(&self, offset: usize) -> Result<T, MemError> {
+        let at = self.at(offset, size_of::<T>())?;
+        if self.offset.is_multiple_of(align_of::<T>()) {
+            return self.mem.read_pod(at);
+        }
+        // A window at an offset misaligned for T: alignment is judged
+        // relative to the window, and the bytes are copied one by one.
+        crate::check_align::<T>(offset)?;
+        let mut val = T::zeroed();
+        self.mem.read_bytes(at, bytemuck::bytes_of_mut(&mut val))?;
+        Ok(val)
+    }
+    #[inline(always)]
+    fn write_pod<T: crate::Pod>(&self, offset: usize, val: &T) -> Result<(), MemError> {
+        let at = self.at(offset, size_of::<T>())?;
+        if self.offset.is_multiple_of(align_of::<T>()) {
+            return self.mem.write_pod(at, val);
+        }
+        crate::check_align::<T>(offset)?;
+        self.mem.write_bytes(at, bytemuck::bytes_of(val))
+    }
+    #[inline(always)]
+    fn read_records<T: crate::Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        f: impl FnMut(T),
+    ) -> Result<(), MemError> {
+        crate::check_records::<T>(self.len, offset, stride, n)?;
+        if !self.offset.is_multiple_of(align_of::<T>()) {
+            let mut f = f;
+            for i in 0..n {
+                f(self.read_pod(crate::record(offset, stride, i)?)?);
+            }
+            return Ok(());
+        }
+        self.mem.read_records(self.offset + offset, stride, n, f)
+    }
+    #[inline(always)]
+    fn write_records<T: crate::Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        f: impl FnMut(usize) -> T,
+    ) -> Result<(), MemError> {
+        crate::check_records::<T>(self.len, offset, stride, n)?;
+        if !self.offset.is_multiple_of(align_of::<T>()) {
+            let mut f = f;
+            for i in 0..n {
+                self.write_pod(crate::record(offset, stride, i)?, &f(i))?;
+            }
+            return Ok(());
+        }
+        self.mem.write_records(self.offset + offset, stride, n, f)
+    }
+    #[inline(always)]
+    fn update_records<R: crate::Pod, W: crate::Pod>(
+        &self,
+        offset: usize,
+        stride: usize,
+        n: usize,
+        f: impl FnMut(R) -> W,
+    ) -> Result<(), MemError> {
+        crate::check_records::<R>(self.len, offset, stride, n)?;
+        crate::check_records::<W>(self.len, offset, stride, n)?;
+        if !self.offset.is_multiple_of(align_of::<R>())
+            || !self.offset.is_multiple_of(align_of::<W>())
+        {
+            let mut f = f;
+            for i in 0..n {
+                let off = crate::record(offset, stride, i)?;
+                let w = f(self.read_pod(off)?);
+                self.write_pod(off, &w)?;
+            }
+            return Ok(());
+        }
+        self.mem.update_records(self.offset + offset, stride, n, f)
+    }
+    #[inline]
     fn size(&self) -> usize {
         self.len
     }
