@@ -1,0 +1,288 @@
+//! A domain: its memory, its grant table, and the handle drivers use.
+
+use std::ffi::CString;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering as AtOrd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pvio_abi::{DomId, GrantRef, PAGE_SIZE};
+use pvio_grant::{ActiveGrants, EndAccess, GrantError, GrantTable};
+use pvio_shmem::{MemfdMem, Window};
+
+use crate::grants::Maptrack;
+use crate::{HvError, Inner};
+
+/// The shape of a new domain.
+#[derive(Debug, Clone, Copy)]
+pub struct DomainConfig {
+    /// Page frames of memory (4 KiB each).
+    pub pages: usize,
+    /// Grant table frames (512 v1 entries each; Xen's default limit is 64).
+    pub grant_frames: usize,
+    /// Most grants of other domains this domain may have mapped at once
+    /// (Xen's maptrack limit).
+    pub max_mappings: usize,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            pages: 256,
+            grant_frames: 4,
+            max_mappings: 4096,
+        }
+    }
+}
+
+/// Counters of a domain's grant use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DomainStats {
+    /// Successful maps of other domains' grants.
+    pub maps: u64,
+    /// Successful unmaps.
+    pub unmaps: u64,
+    /// Copy operations that succeeded.
+    pub copies: u64,
+    /// Bytes copied by those operations.
+    pub copied_bytes: u64,
+    /// Operations refused with a `GNTST_*` error.
+    pub errors: u64,
+}
+
+/// Simple frame allocator over a domain's own memory (a guest's page
+/// allocator, for drivers that need ring and buffer pages).
+#[derive(Debug)]
+pub(crate) struct Frames {
+    free: Vec<u32>,
+}
+
+pub(crate) struct DomainState {
+    pub(crate) id: DomId,
+    pub(crate) mem: Arc<MemfdMem>,
+    pub(crate) nr_frames: u32,
+    /// The table region, shared between the guest's granter code and the
+    /// hypervisor's validation (as Xen's grant frames are).
+    pub(crate) table_mem: Arc<MemfdMem>,
+    granter: Mutex<GrantTable<Arc<MemfdMem>>>,
+    /// The hypervisor's pins on this domain's grants.
+    pub(crate) active: Mutex<ActiveGrants>,
+    /// This domain's mappings of other domains' grants.
+    pub(crate) maptrack: Mutex<Maptrack>,
+    frames: Mutex<Frames>,
+    pub(crate) stats: Mutex<DomainStats>,
+    dead: AtomicBool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl DomainState {
+    pub(crate) fn new(id: DomId, config: &DomainConfig) -> Result<Self, HvError> {
+        if config.pages == 0 || config.pages > (1 << 20) {
+            return Err(HvError::BadConfig("pages must be 1..=2^20"));
+        }
+        if config.grant_frames == 0 || config.grant_frames > 64 {
+            return Err(HvError::BadConfig("grant_frames must be 1..=64"));
+        }
+        let name =
+            |what: &str| CString::new(format!("pvio-dom{}-{what}", id.0)).unwrap_or_default();
+        let mem = Arc::new(
+            MemfdMem::new(&name("mem"), config.pages * PAGE_SIZE).map_err(HvError::Memory)?,
+        );
+        let table_mem = Arc::new(
+            MemfdMem::new(&name("gnttab"), config.grant_frames * PAGE_SIZE)
+                .map_err(HvError::Memory)?,
+        );
+        let granter = GrantTable::new(table_mem.clone()).map_err(HvError::Grant)?;
+        let nr_frames = config.pages as u32;
+        Ok(DomainState {
+            id,
+            mem,
+            nr_frames,
+            table_mem,
+            granter: Mutex::new(granter),
+            active: Mutex::new(ActiveGrants::new()),
+            maptrack: Mutex::new(Maptrack::new(config.max_mappings)),
+            frames: Mutex::new(Frames {
+                free: (0..nr_frames).rev().collect(),
+            }),
+            stats: Mutex::new(DomainStats::default()),
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn kill(&self) {
+        self.dead.store(true, AtOrd::Release);
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(AtOrd::Acquire)
+    }
+
+    /// The window of frame `frame` of this domain's memory.
+    pub(crate) fn frame_window(&self, frame: u32) -> Option<Window<Arc<MemfdMem>>> {
+        if frame >= self.nr_frames {
+            return None;
+        }
+        Window::new(self.mem.clone(), frame as usize * PAGE_SIZE, PAGE_SIZE).ok()
+    }
+}
+
+/// A domain, as its own drivers see it: its memory, its grant table (as
+/// granter), and the grant operations on other domains' grants (as grantee).
+/// Cheap to clone; every clone is the same domain.
+#[derive(Clone)]
+pub struct Domain {
+    pub(crate) hv: Arc<Inner>,
+    pub(crate) st: Arc<DomainState>,
+}
+
+impl fmt::Debug for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Domain")
+            .field("id", &self.st.id.0)
+            .field("frames", &self.st.nr_frames)
+            .finish()
+    }
+}
+
+impl Domain {
+    pub(crate) fn new(hv: Arc<Inner>, st: Arc<DomainState>) -> Self {
+        Domain { hv, st }
+    }
+
+    /// This domain's id.
+    pub fn id(&self) -> DomId {
+        self.st.id
+    }
+
+    /// Whether the domain has been destroyed (every operation then fails).
+    pub fn is_destroyed(&self) -> bool {
+        self.st.is_dead()
+    }
+
+    /// Number of page frames of this domain's memory.
+    pub fn nr_frames(&self) -> u32 {
+        self.st.nr_frames
+    }
+
+    /// This domain's whole memory (frame `n` at byte offset `n * 4096`).
+    pub fn memory(&self) -> &Arc<MemfdMem> {
+        &self.st.mem
+    }
+
+    /// Frame `frame` of this domain's own memory, as a one-page region.
+    pub fn frame(&self, frame: u32) -> Option<Window<Arc<MemfdMem>>> {
+        self.st.frame_window(frame)
+    }
+
+    /// `n` consecutive frames of this domain's memory starting at `first`,
+    /// as one region (a multi-page ring, for instance).
+    pub fn frames(&self, first: u32, n: u32) -> Option<Window<Arc<MemfdMem>>> {
+        let end = first.checked_add(n)?;
+        if n == 0 || end > self.st.nr_frames {
+            return None;
+        }
+        Window::new(
+            self.st.mem.clone(),
+            first as usize * PAGE_SIZE,
+            n as usize * PAGE_SIZE,
+        )
+        .ok()
+    }
+
+    /// Allocates `n` frames, consecutive when possible (lowest first),
+    /// zeroed. `None` when memory is exhausted.
+    pub fn alloc_frames(&self, n: usize) -> Option<Vec<u32>> {
+        let mut frames = domain_lock(&self.st.frames);
+        if n == 0 || n > frames.free.len() {
+            return None;
+        }
+        let at = frames.free.len() - n;
+        let mut got: Vec<u32> = frames.free.split_off(at);
+        got.reverse();
+        drop(frames);
+        for &f in &got {
+            if let Some(w) = self.st.frame_window(f) {
+                let _ = pvio_shmem::SharedMem::fill(&w, 0, PAGE_SIZE, 0);
+            }
+        }
+        Some(got)
+    }
+
+    /// Returns frames to the allocator. Never free a frame that is still
+    /// granted and in use by another domain ([`Domain::end_access`] said so).
+    pub fn free_frames(&self, frames: &[u32]) {
+        let mut alloc = domain_lock(&self.st.frames);
+        for &f in frames {
+            if f < self.st.nr_frames && !alloc.free.contains(&f) {
+                alloc.free.push(f);
+            }
+        }
+    }
+
+    /// Counters of this domain's grant operations.
+    pub fn stats(&self) -> DomainStats {
+        *domain_lock(&self.st.stats)
+    }
+
+    // ------------------------------------------------------------ granter
+
+    fn granter(&self) -> Result<MutexGuard<'_, GrantTable<Arc<MemfdMem>>>, GrantError> {
+        if self.st.is_dead() {
+            return Err(GrantError::NoFreeRefs);
+        }
+        Ok(domain_lock(&self.st.granter))
+    }
+
+    /// Grants frame `frame` of this domain to `to`, read-only or writable.
+    pub fn grant_access(
+        &self,
+        to: DomId,
+        frame: u32,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
+        if frame >= self.st.nr_frames {
+            return Err(GrantError::BadRef(GrantRef(frame)));
+        }
+        self.granter()?.grant_access(to, frame, readonly)
+    }
+
+    /// Ends access to `gref`; fails with [`GrantError::InUse`] while the
+    /// grantee still uses it, in which case the frame must not be reused.
+    pub fn end_access(&self, gref: GrantRef) -> Result<(), GrantError> {
+        self.granter()?.end_access(gref)
+    }
+
+    /// Ends access to `gref`, or defers it while in use (see
+    /// [`Domain::poll_deferred`]).
+    pub fn end_access_deferred(&self, gref: GrantRef) -> Result<EndAccess, GrantError> {
+        self.granter()?.end_access_deferred(gref)
+    }
+
+    /// Retries deferred ends; `released` gets each grant whose frame may now
+    /// be reused.
+    pub fn poll_deferred(&self, released: impl FnMut(GrantRef)) -> Result<usize, GrantError> {
+        self.granter()?.poll_deferred(released)
+    }
+
+    /// Whether another domain currently has `gref` mapped or in a copy.
+    pub fn grant_in_use(&self, gref: GrantRef) -> Result<bool, GrantError> {
+        self.granter()?.is_in_use(gref)
+    }
+
+    /// This domain's grant table region (shared with the hypervisor). A
+    /// domain can write it — it is the domain's own memory — which is why
+    /// the hypervisor validates every entry with compare-exchange.
+    pub fn grant_table_memory(&self) -> &Arc<MemfdMem> {
+        &self.st.table_mem
+    }
+
+    /// Free grant references.
+    pub fn free_grant_refs(&self) -> usize {
+        domain_lock(&self.st.granter).free_refs()
+    }
+}
+
+pub(crate) use lock as domain_lock;
