@@ -1,7 +1,7 @@
 //! The hypervisor's view of one granter's table: validation and pinning of
 //! entries for maps and copies (`spec/grant.md` §2.2 and §4.4).
 
-use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 
 use pvio_abi::DomId;
 use pvio_abi::grant::{
@@ -45,7 +45,10 @@ const PIN_TRIES: u32 = 5;
 /// for that granter).
 #[derive(Debug, Default)]
 pub struct ActiveGrants {
-    active: BTreeMap<u32, Active>,
+    /// Indexed by reference; grows to the highest pinned reference (at most
+    /// the granter's table size).
+    active: Vec<Option<Active>>,
+    live: usize,
 }
 
 impl ActiveGrants {
@@ -56,17 +59,43 @@ impl ActiveGrants {
 
     /// Entries with at least one pin.
     pub fn len(&self) -> usize {
-        self.active.len()
+        self.live
     }
 
     /// Whether nothing is pinned.
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.live == 0
     }
 
     /// Pins on `gref` (0 when not pinned).
     pub fn pins(&self, gref: u32) -> u32 {
-        self.active.get(&gref).map_or(0, |a| a.pins)
+        self.get(gref).map_or(0, |a| a.pins)
+    }
+
+    fn get(&self, gref: u32) -> Option<&Active> {
+        self.active.get(gref as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, gref: u32) -> Option<&mut Active> {
+        self.active.get_mut(gref as usize)?.as_mut()
+    }
+
+    fn insert(&mut self, gref: u32, a: Active) {
+        let i = gref as usize;
+        if self.active.len() <= i {
+            self.active.resize(i + 1, None);
+        }
+        if self.active[i].replace(a).is_none() {
+            self.live += 1;
+        }
+    }
+
+    fn remove(&mut self, gref: u32) {
+        if let Some(slot) = self.active.get_mut(gref as usize)
+            && slot.take().is_some()
+        {
+            self.live -= 1;
+        }
     }
 
     /// Validates entry `gref` of the granter's `table` for use by `grantee`
@@ -90,7 +119,7 @@ impl ActiveGrants {
             return Err(GntStatus::BadGntref);
         }
         let write = kind == PinKind::Write;
-        if let Some(a) = self.active.get(&gref).copied() {
+        if let Some(a) = self.get(gref).copied() {
             if a.grantee != grantee {
                 return Err(GntStatus::GeneralError);
             }
@@ -102,7 +131,7 @@ impl ActiveGrants {
                 // GTF_writing on the live entry.
                 set_flags(table, gref, grantee, GTF_WRITING, true)?;
             }
-            let a = self.active.get_mut(&gref).ok_or(GntStatus::GeneralError)?;
+            let a = self.get_mut(gref).ok_or(GntStatus::GeneralError)?;
             a.pins += 1;
             a.writers += u32::from(write);
             return Ok(a.frame);
@@ -118,7 +147,7 @@ impl ActiveGrants {
                 return Err(GntStatus::GeneralError);
             }
         };
-        self.active.insert(
+        self.insert(
             gref,
             Active {
                 grantee,
@@ -139,7 +168,7 @@ impl ActiveGrants {
         gref: u32,
         kind: PinKind,
     ) -> Result<(), GntStatus> {
-        let a = self.active.get_mut(&gref).ok_or(GntStatus::BadHandle)?;
+        let a = self.get_mut(gref).ok_or(GntStatus::BadHandle)?;
         let write = kind == PinKind::Write;
         if a.pins == 0 || (write && a.writers == 0) {
             return Err(GntStatus::BadHandle);
@@ -147,7 +176,7 @@ impl ActiveGrants {
         a.pins -= 1;
         a.writers -= u32::from(write);
         let clear = if a.pins == 0 {
-            self.active.remove(&gref);
+            self.remove(gref);
             GTF_READING | GTF_WRITING
         } else if write && a.writers == 0 {
             GTF_WRITING
@@ -164,14 +193,11 @@ impl ActiveGrants {
     /// the in-use flags of each entry it leaves unpinned. Returns how many
     /// entries were released.
     pub fn release_grantee<M: SharedMem>(&mut self, table: &M, grantee: DomId) -> usize {
-        let grefs: alloc::vec::Vec<u32> = self
-            .active
-            .iter()
-            .filter(|(_, a)| a.grantee == grantee)
-            .map(|(g, _)| *g)
+        let grefs: Vec<u32> = (0..self.active.len() as u32)
+            .filter(|&g| self.get(g).is_some_and(|a| a.grantee == grantee))
             .collect();
         for gref in &grefs {
-            self.active.remove(gref);
+            self.remove(*gref);
             let _ = table.fetch_and_u16(
                 entry_offset(*gref),
                 !(GTF_READING | GTF_WRITING),

@@ -2,11 +2,11 @@
 //! the hypervisor against the granter's grant table (`spec/grant.md` §4.4).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use pvio_abi::grant::GntStatus;
 use pvio_abi::{DomId, GrantHandle, GrantRef, PAGE_SIZE};
-use pvio_grant::PinKind;
+use pvio_grant::{ActiveGrants, PinKind};
 use pvio_shmem::{MemError, MemfdMem, SharedMem, Window};
 
 use crate::Inner;
@@ -168,21 +168,6 @@ impl<'a> CopyOp<'a> {
             dst,
             len,
             status: GntStatus::Okay,
-        }
-    }
-}
-
-/// A resolved frame side of a copy: the window, and the pin to drop.
-struct Side {
-    win: Window<Arc<MemfdMem>>,
-    offset: usize,
-    pin: Option<(Arc<DomainState>, u32, PinKind)>,
-}
-
-impl Side {
-    fn release(self) {
-        if let Some((granter, gref, kind)) = self.pin {
-            let _ = domain_lock(&granter.active).unpin(&*granter.table_mem, gref, kind);
         }
     }
 }
@@ -386,145 +371,245 @@ impl Domain {
         MappedPages::new(self.clone(), &g, handles, &frames).ok_or(GntStatus::BadPage)
     }
 
-    fn resolve_src(&self, src: &CopySrc<'_>, len: usize) -> Result<Option<Side>, GntStatus> {
-        match *src {
-            CopySrc::Gref {
-                domid,
-                gref,
-                offset,
-            } => {
-                check_in_page(offset, len)?;
-                let g = self.granter_state(domid)?;
-                let (_, win) = self.pin(&g, gref.0, PinKind::Read)?;
-                Ok(Some(Side {
-                    win,
-                    offset: offset as usize,
-                    pin: Some((g, gref.0, PinKind::Read)),
-                }))
+    /// Performs a batch of grant copies (`GNTTABOP_copy`), setting each
+    /// operation's status. Each side is checked as Xen does: a grant must be
+    /// granted to this domain (writable for a destination), offsets and
+    /// length must stay inside the page (`BadCopyArg`), and at least one
+    /// side must be a grant; a zero-length copy succeeds without validating
+    /// anything (G13). Returns how many succeeded.
+    ///
+    /// The batch runs in passes — look up the granters, validate and pin
+    /// every grant, copy, unpin — holding a granter's pin lock across a run
+    /// of operations on that granter rather than twice per operation.
+    pub fn grant_copy(&self, ops: &mut [CopyOp<'_>]) -> usize {
+        // Pass 0: the granters named in the batch (usually one).
+        let mut granters: Vec<(DomId, Option<Arc<DomainState>>)> = Vec::new();
+        let mut index = |d: DomId| match granters.iter().position(|(x, _)| *x == d) {
+            Some(i) => i,
+            None => {
+                granters.push((d, self.hv.domain(d)));
+                granters.len() - 1
             }
-            CopySrc::Frame { frame, offset } => {
-                check_in_page(offset, len)?;
-                let win = self.st.frame_window(frame).ok_or(GntStatus::BadPage)?;
-                Ok(Some(Side {
-                    win,
-                    offset: offset as usize,
-                    pin: None,
-                }))
-            }
-            CopySrc::Buf(b) => {
-                if b.len() < len {
-                    return Err(GntStatus::BadCopyArg);
+        };
+        let named: Vec<[Option<usize>; 2]> = ops
+            .iter()
+            .map(|op| {
+                let s = if let CopySrc::Gref { domid, .. } = op.src {
+                    Some(index(domid))
+                } else {
+                    None
+                };
+                let d = if let CopyDst::Gref { domid, .. } = op.dst {
+                    Some(index(domid))
+                } else {
+                    None
+                };
+                [s, d]
+            })
+            .collect();
+        // Pass 1: validate and pin.
+        let mut pins = Pins::new(&granters, self.st.id);
+        let plan: Vec<Result<Option<(Side, Side)>, GntStatus>> = ops
+            .iter()
+            .zip(&named)
+            .map(|(op, n)| self.plan_copy(op, *n, &mut pins))
+            .collect();
+        drop(pins);
+        // Pass 2: copy.
+        let (mut ok, mut bytes) = (0usize, 0u64);
+        for (op, p) in ops.iter_mut().zip(&plan) {
+            let len = op.len as usize;
+            op.status = match p {
+                Err(e) => *e,
+                Ok(None) => GntStatus::Okay,
+                Ok(Some((src, dst))) => {
+                    let (s, d) = (self.side_mem(&granters, src), self.side_mem(&granters, dst));
+                    let r = match (s, d, &op.src, &mut op.dst) {
+                        (Some((sm, so)), Some((dm, doff)), _, _) => {
+                            pvio_shmem::copy(sm, so, dm, doff, len)
+                        }
+                        (Some((sm, so)), None, _, CopyDst::Buf(b)) => {
+                            sm.read_bytes(so, &mut b[..len])
+                        }
+                        (None, Some((dm, doff)), CopySrc::Buf(b), _) => {
+                            dm.write_bytes(doff, &b[..len])
+                        }
+                        _ => Err(MemError::OutOfBounds {
+                            offset: 0,
+                            len,
+                            size: 0,
+                        }),
+                    };
+                    r.map_or_else(mem_status, |()| GntStatus::Okay)
                 }
-                Ok(None)
+            };
+            if op.status == GntStatus::Okay {
+                ok += 1;
+                bytes += u64::from(op.len);
             }
         }
-    }
-
-    fn resolve_dst(&self, dst: &CopyDst<'_>, len: usize) -> Result<Option<Side>, GntStatus> {
-        match *dst {
-            CopyDst::Gref {
-                domid,
-                gref,
-                offset,
-            } => {
-                check_in_page(offset, len)?;
-                let g = self.granter_state(domid)?;
-                let (_, win) = self.pin(&g, gref.0, PinKind::Write)?;
-                Ok(Some(Side {
-                    win,
-                    offset: offset as usize,
-                    pin: Some((g, gref.0, PinKind::Write)),
-                }))
-            }
-            CopyDst::Frame { frame, offset } => {
-                check_in_page(offset, len)?;
-                let win = self.st.frame_window(frame).ok_or(GntStatus::BadPage)?;
-                Ok(Some(Side {
-                    win,
-                    offset: offset as usize,
-                    pin: None,
-                }))
-            }
-            CopyDst::Buf(ref b) => {
-                if b.len() < len {
-                    return Err(GntStatus::BadCopyArg);
-                }
-                Ok(None)
-            }
+        // Pass 3: unpin.
+        let mut pins = Pins::new(&granters, self.st.id);
+        for (src, dst) in plan.into_iter().flatten().flatten() {
+            pins.unpin(src);
+            pins.unpin(dst);
         }
+        drop(pins);
+        let mut st = domain_lock(&self.st.stats);
+        st.copies += ok as u64;
+        st.copied_bytes += bytes;
+        st.errors += (ops.len() - ok) as u64;
+        ok
     }
 
-    fn copy_one(&self, op: &mut CopyOp<'_>) -> Result<(), GntStatus> {
+    /// Validates one copy and pins its grants; `Ok(None)` for a no-op.
+    fn plan_copy(
+        &self,
+        op: &CopyOp<'_>,
+        named: [Option<usize>; 2],
+        pins: &mut Pins<'_>,
+    ) -> Result<Option<(Side, Side)>, GntStatus> {
         self.live()?;
         let len = op.len as usize;
         if len == 0 {
             // Xen: a zero-length copy is a no-op success; nothing is
             // validated, not even the references (G13).
-            return Ok(());
+            return Ok(None);
         }
         if len > PAGE_SIZE {
             return Err(GntStatus::BadCopyArg);
         }
-        let src = self.resolve_src(&op.src, len)?;
-        let dst = match self.resolve_dst(&op.dst, len) {
+        let src = match (&op.src, named[0]) {
+            (CopySrc::Gref { gref, offset, .. }, Some(g)) => {
+                check_in_page(*offset, len)?;
+                pins.pin(g, *gref, PinKind::Read, *offset)?
+            }
+            (CopySrc::Frame { frame, offset }, _) => {
+                check_in_page(*offset, len)?;
+                self.own_frame(*frame, *offset)?
+            }
+            (CopySrc::Buf(b), _) if b.len() >= len => Side::Buf,
+            _ => return Err(GntStatus::BadCopyArg),
+        };
+        let dst = match (&op.dst, named[1]) {
+            (CopyDst::Gref { gref, offset, .. }, Some(g)) => check_in_page(*offset, len)
+                .and_then(|()| pins.pin(g, *gref, PinKind::Write, *offset)),
+            (CopyDst::Frame { frame, offset }, _) => {
+                check_in_page(*offset, len).and_then(|()| self.own_frame(*frame, *offset))
+            }
+            (CopyDst::Buf(b), _) if b.len() >= len => Ok(Side::Buf),
+            _ => Err(GntStatus::BadCopyArg),
+        };
+        let dst = match dst {
             Ok(d) => d,
             Err(e) => {
-                if let Some(s) = src {
-                    s.release();
-                }
+                pins.unpin(src);
                 return Err(e);
             }
         };
-        let local_only = src.as_ref().is_none_or(|s| s.pin.is_none())
-            && dst.as_ref().is_none_or(|d| d.pin.is_none());
-        if local_only {
+        if !matches!(src, Side::Pinned { .. }) && !matches!(dst, Side::Pinned { .. }) {
             // At least one side must be a grant: a local-to-local copy is not
             // a grant operation (gntdev refuses it too).
-            for side in [src, dst].into_iter().flatten() {
-                side.release();
-            }
             return Err(GntStatus::BadCopyArg);
         }
-        let r = match (&src, &dst, &op.src, &mut op.dst) {
-            (Some(s), Some(d), _, _) => pvio_shmem::copy(&s.win, s.offset, &d.win, d.offset, len),
-            (Some(s), None, _, CopyDst::Buf(b)) => s.win.read_bytes(s.offset, &mut b[..len]),
-            (None, Some(d), CopySrc::Buf(b), _) => d.win.write_bytes(d.offset, &b[..len]),
-            _ => Err(MemError::OutOfBounds {
-                offset: 0,
-                len,
-                size: 0,
-            }),
-        };
-        for side in [src, dst].into_iter().flatten() {
-            side.release();
-        }
-        r.map_err(mem_status)
+        Ok(Some((src, dst)))
     }
 
-    /// Performs a batch of grant copies (`GNTTABOP_copy`), setting each
-    /// operation's status. Each side is checked as Xen does: a grant must be
-    /// granted to this domain (writable for a destination), offsets and
-    /// length must stay inside the page (`BadCopyArg`), a zero-length copy
-    /// succeeds without validating anything (G13). Returns how many
-    /// succeeded.
-    pub fn grant_copy(&self, ops: &mut [CopyOp<'_>]) -> usize {
-        let mut ok = 0;
-        let mut bytes = 0u64;
-        for op in ops.iter_mut() {
-            op.status = match self.copy_one(op) {
-                Ok(()) => {
-                    ok += 1;
-                    bytes += u64::from(op.len);
-                    GntStatus::Okay
-                }
-                Err(e) => e,
-            };
+    fn own_frame(&self, frame: u32, offset: u16) -> Result<Side, GntStatus> {
+        if frame >= self.st.nr_frames {
+            return Err(GntStatus::BadPage);
         }
-        let mut s = domain_lock(&self.st.stats);
-        s.copies += ok as u64;
-        s.copied_bytes += bytes;
-        s.errors += (ops.len() - ok) as u64;
-        ok
+        Ok(Side::Own {
+            off: frame as usize * PAGE_SIZE + offset as usize,
+        })
+    }
+
+    /// The memory and byte offset a planned side copies at.
+    fn side_mem<'g>(
+        &'g self,
+        granters: &'g [(DomId, Option<Arc<DomainState>>)],
+        side: &Side,
+    ) -> Option<(&'g MemfdMem, usize)> {
+        match *side {
+            Side::Pinned { g, off, .. } => granters[g].1.as_deref().map(|st| (&*st.mem, off)),
+            Side::Own { off } => Some((&self.st.mem, off)),
+            Side::Buf => None,
+        }
+    }
+}
+
+/// One side of a planned copy.
+enum Side {
+    /// A pinned grant: granter index in the batch, reference, kind, and byte
+    /// offset in the granter's memory.
+    Pinned {
+        g: usize,
+        gref: u32,
+        kind: PinKind,
+        off: usize,
+    },
+    /// One of the caller's frames, by byte offset in its memory.
+    Own { off: usize },
+    /// The caller's buffer.
+    Buf,
+}
+
+/// Pins (or unpins) grants for a batch, holding the pin lock of one granter
+/// across a run of operations on it (never two locks at once).
+struct Pins<'a> {
+    granters: &'a [(DomId, Option<Arc<DomainState>>)],
+    grantee: DomId,
+    held: Option<(usize, MutexGuard<'a, ActiveGrants>)>,
+}
+
+impl<'a> Pins<'a> {
+    fn new(granters: &'a [(DomId, Option<Arc<DomainState>>)], grantee: DomId) -> Self {
+        Pins {
+            granters,
+            grantee,
+            held: None,
+        }
+    }
+
+    /// The granter's state and its locked pins.
+    fn lock(&mut self, g: usize) -> Result<(&'a DomainState, &mut ActiveGrants), GntStatus> {
+        let st = self.granters[g].1.as_deref().ok_or(GntStatus::BadDomain)?;
+        if self.held.as_ref().is_none_or(|(i, _)| *i != g) {
+            self.held = None;
+            self.held = Some((g, domain_lock(&st.active)));
+        }
+        let guard = &mut self.held.as_mut().ok_or(GntStatus::GeneralError)?.1;
+        Ok((st, &mut **guard))
+    }
+
+    fn pin(
+        &mut self,
+        g: usize,
+        gref: GrantRef,
+        kind: PinKind,
+        offset: u16,
+    ) -> Result<Side, GntStatus> {
+        let grantee = self.grantee;
+        let (st, active) = self.lock(g)?;
+        let frame = active.pin(&*st.table_mem, gref.0, grantee, kind)?;
+        if frame >= st.nr_frames {
+            let _ = active.unpin(&*st.table_mem, gref.0, kind);
+            return Err(GntStatus::BadPage);
+        }
+        Ok(Side::Pinned {
+            g,
+            gref: gref.0,
+            kind,
+            off: frame as usize * PAGE_SIZE + offset as usize,
+        })
+    }
+
+    fn unpin(&mut self, side: Side) {
+        if let Side::Pinned { g, gref, kind, .. } = side
+            && let Ok((st, active)) = self.lock(g)
+        {
+            let _ = active.unpin(&*st.table_mem, gref, kind);
+        }
     }
 }
 

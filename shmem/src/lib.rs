@@ -60,7 +60,7 @@ mod memfd;
 mod raw;
 mod window;
 
-pub use bytemuck::{Pod, Zeroable};
+pub use bytemuck::{Pod, Zeroable, bytes_of, bytes_of_mut};
 pub use core::sync::atomic::Ordering;
 pub use error::MemError;
 pub use ext::SharedMemExt;

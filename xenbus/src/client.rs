@@ -1,0 +1,305 @@
+//! [`XsClient`]: the store interface drivers program against, implemented
+//! by [`Conn`] (and, later, by a client of the xenstore wire protocol); the
+//! [`Txn`] handle and the retry loop [`with_transaction`]
+//! (spec/xenbus.md §3 "in one transaction, retried on EAGAIN", §6.4).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pvio_abi::DomId;
+
+use crate::{Conn, Perms, TxId, WatchEvent, XsError};
+
+/// The operations of a XenStore connection, as a driver sees them
+/// (`XS_*` requests of spec/xenbus.md §6.3). Every node operation takes an
+/// optional transaction.
+pub trait XsClient {
+    /// The domain the connection speaks for.
+    fn domid(&self) -> DomId;
+    /// `XS_READ`.
+    fn read_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<u8>, XsError>;
+    /// `XS_WRITE` (creates missing parents).
+    fn write_in(&self, tx: Option<TxId>, path: &str, value: &[u8]) -> Result<(), XsError>;
+    /// `XS_MKDIR`.
+    fn mkdir_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError>;
+    /// `XS_RM` (recursive).
+    fn rm_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError>;
+    /// `XS_DIRECTORY` (sorted child names).
+    fn directory_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<String>, XsError>;
+    /// `XS_GET_PERMS`.
+    fn get_perms_in(&self, tx: Option<TxId>, path: &str) -> Result<Perms, XsError>;
+    /// `XS_SET_PERMS`.
+    fn set_perms_in(&self, tx: Option<TxId>, path: &str, perms: &Perms) -> Result<(), XsError>;
+    /// `XS_WATCH` (fires once at once).
+    fn watch(&self, path: &str, token: &str) -> Result<(), XsError>;
+    /// `XS_UNWATCH`.
+    fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError>;
+    /// `XS_TRANSACTION_START`.
+    fn transaction_start(&self) -> Result<TxId, XsError>;
+    /// `XS_TRANSACTION_END` (`EAGAIN` on conflict).
+    fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError>;
+    /// Waits up to `timeout` for any watch event.
+    fn next_event(&self, timeout: Duration) -> Option<WatchEvent>;
+    /// Waits up to `timeout` for a watch event with `token`, leaving others
+    /// queued.
+    fn next_event_for(&self, token: &str, timeout: Duration) -> Option<WatchEvent>;
+
+    /// `XS_READ` outside a transaction.
+    fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
+        self.read_in(None, path)
+    }
+    /// `XS_WRITE` outside a transaction.
+    fn write(&self, path: &str, value: &[u8]) -> Result<(), XsError> {
+        self.write_in(None, path, value)
+    }
+    /// `XS_MKDIR` outside a transaction.
+    fn mkdir(&self, path: &str) -> Result<(), XsError> {
+        self.mkdir_in(None, path)
+    }
+    /// `XS_RM` outside a transaction.
+    fn rm(&self, path: &str) -> Result<(), XsError> {
+        self.rm_in(None, path)
+    }
+    /// `XS_DIRECTORY` outside a transaction.
+    fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
+        self.directory_in(None, path)
+    }
+}
+
+impl XsClient for Conn {
+    fn domid(&self) -> DomId {
+        Conn::domid(self)
+    }
+    fn read_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<u8>, XsError> {
+        Conn::read_in(self, tx, path)
+    }
+    fn write_in(&self, tx: Option<TxId>, path: &str, value: &[u8]) -> Result<(), XsError> {
+        Conn::write_in(self, tx, path, value)
+    }
+    fn mkdir_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+        Conn::mkdir_in(self, tx, path)
+    }
+    fn rm_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+        Conn::rm_in(self, tx, path)
+    }
+    fn directory_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<String>, XsError> {
+        Conn::directory_in(self, tx, path)
+    }
+    fn get_perms_in(&self, tx: Option<TxId>, path: &str) -> Result<Perms, XsError> {
+        Conn::get_perms_in(self, tx, path)
+    }
+    fn set_perms_in(&self, tx: Option<TxId>, path: &str, perms: &Perms) -> Result<(), XsError> {
+        Conn::set_perms_in(self, tx, path, perms)
+    }
+    fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        Conn::watch(self, path, token)
+    }
+    fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        Conn::unwatch(self, path, token)
+    }
+    fn transaction_start(&self) -> Result<TxId, XsError> {
+        Conn::transaction_start(self)
+    }
+    fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
+        Conn::transaction_end(self, tx, commit)
+    }
+    fn next_event(&self, timeout: Duration) -> Option<WatchEvent> {
+        Conn::next_event(self, timeout)
+    }
+    fn next_event_for(&self, token: &str, timeout: Duration) -> Option<WatchEvent> {
+        Conn::next_event_for(self, token, timeout)
+    }
+}
+
+macro_rules! forward_client {
+    ($($ty:ty),*) => {$(
+        impl<T: XsClient + ?Sized> XsClient for $ty {
+            fn domid(&self) -> DomId {
+                (**self).domid()
+            }
+            fn read_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<u8>, XsError> {
+                (**self).read_in(tx, path)
+            }
+            fn write_in(&self, tx: Option<TxId>, path: &str, value: &[u8]) -> Result<(), XsError> {
+                (**self).write_in(tx, path, value)
+            }
+            fn mkdir_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+                (**self).mkdir_in(tx, path)
+            }
+            fn rm_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+                (**self).rm_in(tx, path)
+            }
+            fn directory_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<String>, XsError> {
+                (**self).directory_in(tx, path)
+            }
+            fn get_perms_in(&self, tx: Option<TxId>, path: &str) -> Result<Perms, XsError> {
+                (**self).get_perms_in(tx, path)
+            }
+            fn set_perms_in(&self, tx: Option<TxId>, path: &str, perms: &Perms) -> Result<(), XsError> {
+                (**self).set_perms_in(tx, path, perms)
+            }
+            fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
+                (**self).watch(path, token)
+            }
+            fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
+                (**self).unwatch(path, token)
+            }
+            fn transaction_start(&self) -> Result<TxId, XsError> {
+                (**self).transaction_start()
+            }
+            fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
+                (**self).transaction_end(tx, commit)
+            }
+            fn next_event(&self, timeout: Duration) -> Option<WatchEvent> {
+                (**self).next_event(timeout)
+            }
+            fn next_event_for(&self, token: &str, timeout: Duration) -> Option<WatchEvent> {
+                (**self).next_event_for(token, timeout)
+            }
+        }
+    )*};
+}
+
+forward_client!(&T, Arc<T>, Box<T>);
+
+/// Read access, outside or inside a transaction: what the typed readers of
+/// [`crate::device`] need. Implemented by every [`XsClient`] (outside any
+/// transaction) and by [`Txn`].
+pub trait XsRead {
+    /// Reads the value at `path`.
+    fn xs_read(&self, path: &str) -> Result<Vec<u8>, XsError>;
+}
+
+impl<X: XsClient + ?Sized> XsRead for X {
+    fn xs_read(&self, path: &str) -> Result<Vec<u8>, XsError> {
+        self.read_in(None, path)
+    }
+}
+
+/// An open transaction on a client: the node operations with the
+/// transaction id filled in. Handed to the body of [`with_transaction`].
+pub struct Txn<'a, X: XsClient + ?Sized> {
+    client: &'a X,
+    id: TxId,
+}
+
+impl<X: XsClient + ?Sized> fmt::Debug for Txn<'_, X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Txn")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<X: XsClient + ?Sized> XsRead for Txn<'_, X> {
+    fn xs_read(&self, path: &str) -> Result<Vec<u8>, XsError> {
+        self.read(path)
+    }
+}
+
+impl<'a, X: XsClient + ?Sized> Txn<'a, X> {
+    /// Wraps a transaction started with [`XsClient::transaction_start`];
+    /// ending it stays the caller's job.
+    pub fn new(client: &'a X, id: TxId) -> Txn<'a, X> {
+        Txn { client, id }
+    }
+
+    /// The transaction id.
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+
+    /// The client the transaction runs on.
+    pub fn client(&self) -> &'a X {
+        self.client
+    }
+
+    /// `XS_READ` in the transaction.
+    pub fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
+        self.client.read_in(Some(self.id), path)
+    }
+
+    /// `XS_WRITE` in the transaction.
+    pub fn write(&self, path: &str, value: &[u8]) -> Result<(), XsError> {
+        self.client.write_in(Some(self.id), path, value)
+    }
+
+    /// `XS_MKDIR` in the transaction.
+    pub fn mkdir(&self, path: &str) -> Result<(), XsError> {
+        self.client.mkdir_in(Some(self.id), path)
+    }
+
+    /// `XS_RM` in the transaction.
+    pub fn rm(&self, path: &str) -> Result<(), XsError> {
+        self.client.rm_in(Some(self.id), path)
+    }
+
+    /// `XS_DIRECTORY` in the transaction.
+    pub fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
+        self.client.directory_in(Some(self.id), path)
+    }
+
+    /// `XS_GET_PERMS` in the transaction.
+    pub fn get_perms(&self, path: &str) -> Result<Perms, XsError> {
+        self.client.get_perms_in(Some(self.id), path)
+    }
+
+    /// `XS_SET_PERMS` in the transaction.
+    pub fn set_perms(&self, path: &str, perms: &Perms) -> Result<(), XsError> {
+        self.client.set_perms_in(Some(self.id), path, perms)
+    }
+}
+
+/// How many times [`with_transaction`] runs its body before giving up with
+/// `EAGAIN`.
+pub const TRANSACTION_ATTEMPTS: u32 = 16;
+
+/// Runs `body` in a transaction and commits it, starting over (a new
+/// transaction, `body` run again) when the commit fails with `EAGAIN`, at
+/// most [`TRANSACTION_ATTEMPTS`] times; then returns `EAGAIN`.
+///
+/// If `body` fails, the transaction is aborted and its error returned. Any
+/// other store error ends the loop. `body` may run several times, so it must
+/// not have effects outside the transaction that a retry would repeat
+/// wrongly.
+///
+/// ```
+/// use pvio_abi::DomId;
+/// use pvio_xenbus::{Store, XsError, with_transaction};
+///
+/// let store = Store::new();
+/// let dom0 = store.connect(DomId(0));
+/// with_transaction(&dom0, |tx| -> Result<(), XsError> {
+///     tx.write("/tool/a", b"1")?;
+///     tx.write("/tool/b", b"2")
+/// })?;
+/// assert_eq!(dom0.read("/tool/b")?, b"2");
+/// # Ok::<(), XsError>(())
+/// ```
+pub fn with_transaction<X, T, E, F>(client: &X, mut body: F) -> Result<T, E>
+where
+    X: XsClient + ?Sized,
+    E: From<XsError>,
+    F: FnMut(&Txn<'_, X>) -> Result<T, E>,
+{
+    for _ in 0..TRANSACTION_ATTEMPTS {
+        let id = client.transaction_start()?;
+        let txn = Txn::new(client, id);
+        let value = match body(&txn) {
+            Ok(value) => value,
+            Err(e) => {
+                // The body's error is the one to report; an abort failure
+                // (e.g. connection closed) adds nothing.
+                let _ = client.transaction_end(id, false);
+                return Err(e);
+            }
+        };
+        match client.transaction_end(id, true) {
+            Ok(()) => return Ok(value),
+            Err(XsError::Again) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(XsError::Again.into())
+}
