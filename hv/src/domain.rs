@@ -22,6 +22,8 @@ pub struct DomainConfig {
     /// Most grants of other domains this domain may have mapped at once
     /// (Xen's maptrack limit).
     pub max_mappings: usize,
+    /// Event channel ports (at most 4096, the 2-level ABI's limit).
+    pub max_ports: u32,
 }
 
 impl Default for DomainConfig {
@@ -30,6 +32,7 @@ impl Default for DomainConfig {
             pages: 256,
             grant_frames: 4,
             max_mappings: 4096,
+            max_ports: 1024,
         }
     }
 }
@@ -222,6 +225,17 @@ impl Domain {
         }
     }
 
+    /// This domain's event channels: every operation acts on its own ports.
+    pub fn events(&self) -> DomainEvents {
+        DomainEvents { evtchn: self.hv.evtchn.clone(), dom: self.st.id }
+    }
+
+    /// A new connection to the store as this domain (relative paths resolve
+    /// under `/local/domain/<id>`; permissions are this domain's).
+    pub fn store(&self) -> pvio_xenbus::Conn {
+        self.hv.store.connect(self.st.id)
+    }
+
     /// Counters of this domain's grant operations.
     pub fn stats(&self) -> DomainStats {
         *domain_lock(&self.st.stats)
@@ -286,3 +300,58 @@ impl Domain {
 }
 
 pub(crate) use lock as domain_lock;
+
+/// A domain's event channel operations (`EVTCHNOP_*` with `dom = self`).
+#[derive(Clone, Debug)]
+pub struct DomainEvents {
+    evtchn: pvio_evtchn::EventChannels,
+    dom: DomId,
+}
+
+impl DomainEvents {
+    /// A new unbound port that `remote` may bind (a frontend's first step).
+    pub fn alloc_unbound(&self, remote: DomId) -> Result<pvio_abi::Port, pvio_evtchn::EvtchnError> {
+        self.evtchn.alloc_unbound(self.dom, remote)
+    }
+
+    /// Binds `remote`'s unbound port `remote_port` to a new local port (a
+    /// backend's step).
+    pub fn bind_interdomain(
+        &self,
+        remote: DomId,
+        remote_port: pvio_abi::Port,
+    ) -> Result<pvio_abi::Port, pvio_evtchn::EvtchnError> {
+        self.evtchn.bind_interdomain(self.dom, remote, remote_port)
+    }
+
+    /// Signals the peer of `port`.
+    #[inline]
+    pub fn send(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        self.evtchn.send(self.dom, port)
+    }
+
+    /// Closes `port`.
+    pub fn close(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        self.evtchn.close(self.dom, port)
+    }
+
+    /// Masks `port`.
+    pub fn mask(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        self.evtchn.mask(self.dom, port)
+    }
+
+    /// Unmasks `port`, delivering a pending event once.
+    pub fn unmask(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        self.evtchn.unmask(self.dom, port)
+    }
+
+    /// The state of `port`.
+    pub fn status(&self, port: pvio_abi::Port) -> Result<pvio_evtchn::PortStatus, pvio_evtchn::EvtchnError> {
+        self.evtchn.status(self.dom, port)
+    }
+
+    /// The domain's waiter (one per domain).
+    pub fn waiter(&self) -> Result<pvio_evtchn::Waiter, pvio_evtchn::EvtchnError> {
+        self.evtchn.waiter(self.dom)
+    }
+}

@@ -29,12 +29,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-pub use domain::{Domain, DomainConfig, DomainStats};
+pub use domain::{Domain, DomainConfig, DomainEvents, DomainStats};
 pub use grants::{CopyDst, CopyOp, CopySrc, Mapping, ReadOnlyMapping};
 pub use pages::MappedPages;
 pub use pvio_abi::grant::GntStatus;
 pub use pvio_abi::{DomId, GrantHandle, GrantRef, PAGE_SIZE};
+pub use pvio_evtchn::{EventChannels, EvtchnError, Pending, PortWait, Waiter};
 pub use pvio_grant::GrantError;
+pub use pvio_xenbus::{Conn, Store, XsError};
 
 use domain::DomainState;
 
@@ -51,6 +53,10 @@ pub enum HvError {
     Memory(pvio_shmem::MemfdError),
     /// Setting up the domain's grant table failed.
     Grant(GrantError),
+    /// Setting up the domain's event channels failed.
+    Evtchn(EvtchnError),
+    /// Introducing the domain to the store failed.
+    Store(XsError),
 }
 
 impl fmt::Display for HvError {
@@ -61,6 +67,8 @@ impl fmt::Display for HvError {
             HvError::BadConfig(why) => write!(f, "bad domain configuration: {why}"),
             HvError::Memory(e) => write!(f, "domain memory: {e}"),
             HvError::Grant(e) => write!(f, "domain grant table: {e}"),
+            HvError::Evtchn(e) => write!(f, "domain event channels: {e}"),
+            HvError::Store(e) => write!(f, "domain store entry: {e}"),
         }
     }
 }
@@ -69,6 +77,8 @@ impl std::error::Error for HvError {}
 
 pub(crate) struct Inner {
     domains: RwLock<BTreeMap<u16, Arc<DomainState>>>,
+    pub(crate) evtchn: EventChannels,
+    pub(crate) store: Store,
 }
 
 impl Inner {
@@ -114,6 +124,8 @@ impl Hypervisor {
         Hypervisor {
             inner: Arc::new(Inner {
                 domains: RwLock::new(BTreeMap::new()),
+                evtchn: EventChannels::new(),
+                store: Store::new(),
             }),
         }
     }
@@ -132,6 +144,15 @@ impl Hypervisor {
             return Err(HvError::DomainExists(id));
         }
         let st = Arc::new(DomainState::new(id, &config)?);
+        self.inner.evtchn.add_domain(id, config.max_ports).map_err(HvError::Evtchn)?;
+        // Domain 0 is the store's privileged toolstack domain, known to it
+        // from the start; every other domain is introduced.
+        if id.0 != 0
+            && let Err(e) = self.inner.store.introduce_domain(id)
+        {
+            let _ = self.inner.evtchn.remove_domain(id);
+            return Err(HvError::Store(e));
+        }
         domains.insert(id.0, st.clone());
         Ok(Domain::new(self.inner.clone(), st))
     }
@@ -140,6 +161,17 @@ impl Hypervisor {
     pub fn domain(&self, id: DomId) -> Result<Domain, HvError> {
         let st = self.inner.domain(id).ok_or(HvError::NoSuchDomain(id))?;
         Ok(Domain::new(self.inner.clone(), st))
+    }
+
+    /// The store (the toolstack connects to it as domain 0, which is
+    /// privileged).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The event channel registry (the hypervisor's view of every port).
+    pub fn event_channels(&self) -> &EventChannels {
+        &self.inner.evtchn
     }
 
     /// Ids of the live domains.
@@ -168,6 +200,13 @@ impl Hypervisor {
             .remove(&id.0)
             .ok_or(HvError::NoSuchDomain(id))?;
         st.kill();
+        // Its ports close (peers' ports go back to unbound, and their sends
+        // then fail with `Closed`), its store connections, watches and
+        // /local/domain/<id> go, then its grant mappings are released.
+        let _ = self.inner.evtchn.remove_domain(id);
+        if id.0 != 0 {
+            let _ = self.inner.store.release_domain(id);
+        }
         grants::release_all_mappings(&self.inner, &st);
         Ok(())
     }
