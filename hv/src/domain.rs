@@ -227,7 +227,10 @@ impl Domain {
 
     /// This domain's event channels: every operation acts on its own ports.
     pub fn events(&self) -> DomainEvents {
-        DomainEvents { evtchn: self.hv.evtchn.clone(), dom: self.st.id }
+        DomainEvents {
+            evtchn: self.hv.evtchn.clone(),
+            dom: self.st.id,
+        }
     }
 
     /// A new connection to the store as this domain (relative paths resolve
@@ -346,7 +349,10 @@ impl DomainEvents {
     }
 
     /// The state of `port`.
-    pub fn status(&self, port: pvio_abi::Port) -> Result<pvio_evtchn::PortStatus, pvio_evtchn::EvtchnError> {
+    pub fn status(
+        &self,
+        port: pvio_abi::Port,
+    ) -> Result<pvio_evtchn::PortStatus, pvio_evtchn::EvtchnError> {
         self.evtchn.status(self.dom, port)
     }
 

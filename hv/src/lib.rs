@@ -144,7 +144,10 @@ impl Hypervisor {
             return Err(HvError::DomainExists(id));
         }
         let st = Arc::new(DomainState::new(id, &config)?);
-        self.inner.evtchn.add_domain(id, config.max_ports).map_err(HvError::Evtchn)?;
+        self.inner
+            .evtchn
+            .add_domain(id, config.max_ports)
+            .map_err(HvError::Evtchn)?;
         // Domain 0 is the store's privileged toolstack domain, known to it
         // from the start; every other domain is introduced.
         if id.0 != 0

@@ -20,7 +20,10 @@ const N: u64 = 2000;
 #[test]
 fn split_device_end_to_end_then_frontend_dies() {
     let hv = Hypervisor::new();
-    let cfg = DomainConfig { pages: 32, ..DomainConfig::default() };
+    let cfg = DomainConfig {
+        pages: 32,
+        ..DomainConfig::default()
+    };
     let dom0 = hv.create_domain(DomId(0), cfg).unwrap();
     let fe = hv.create_domain(DomId(1), cfg).unwrap();
     let be = hv.create_domain(DomId(2), cfg).unwrap();
@@ -44,7 +47,11 @@ fn split_device_end_to_end_then_frontend_dies() {
             let mut answered = 0u64;
             let mut sleeps = 0u64;
             while answered < N {
-                let k = ring.answer_requests(32, |r| Response { id: r.id, operation: r.operation, ..Default::default() });
+                let k = ring.answer_requests(32, |r| Response {
+                    id: r.id,
+                    operation: r.operation,
+                    ..Default::default()
+                });
                 let k = k.unwrap();
                 answered += u64::from(k);
                 if ring.publish_and_check_notify().unwrap().is_needed() {
@@ -52,7 +59,11 @@ fn split_device_end_to_end_then_frontend_dies() {
                 }
                 if k == 0 && !ring.final_check_for_requests().unwrap() {
                     sleeps += 1;
-                    assert_eq!(waiter.wait_port(port, GUARD).unwrap(), PortWait::Fired, "lost wakeup");
+                    assert_eq!(
+                        waiter.wait_port(port, GUARD).unwrap(),
+                        PortWait::Fired,
+                        "lost wakeup"
+                    );
                 }
             }
             // The frontend is about to die: a notification after that must be
@@ -85,9 +96,15 @@ fn split_device_end_to_end_then_frontend_dies() {
     let ev = fe.events();
     let port = ev.alloc_unbound(be.id()).unwrap();
     let mut waiter = ev.waiter().unwrap();
-    xs.write(&dev.frontend_key("ring-ref"), gref.0.to_string().as_bytes()).unwrap();
-    xs.write(&dev.frontend_key("event-channel"), port.0.to_string().as_bytes()).unwrap();
-    xs.write(&dev.frontend_key("protocol"), b"x86_64-abi").unwrap();
+    xs.write(&dev.frontend_key("ring-ref"), gref.0.to_string().as_bytes())
+        .unwrap();
+    xs.write(
+        &dev.frontend_key("event-channel"),
+        port.0.to_string().as_bytes(),
+    )
+    .unwrap();
+    xs.write(&dev.frontend_key("protocol"), b"x86_64-abi")
+        .unwrap();
     switch_state(&xs, &dev.frontend, XenbusState::Initialised).unwrap();
     wait_for_state(&xs, &dev.backend, GUARD, |s| s == XenbusState::Connected).unwrap();
     switch_state(&xs, &dev.frontend, XenbusState::Connected).unwrap();
@@ -98,7 +115,12 @@ fn split_device_end_to_end_then_frontend_dies() {
         if room > 0 {
             let mut b = ring.reserve(room).unwrap();
             let base = sent;
-            b.fill_with(|i| Request { id: base + u64::from(i), operation: 1, ..Default::default() }).unwrap();
+            b.fill_with(|i| Request {
+                id: base + u64::from(i),
+                operation: 1,
+                ..Default::default()
+            })
+            .unwrap();
             sent += u64::from(room);
             if b.publish_and_check_notify().unwrap().is_needed() {
                 ev.send(port).unwrap();
@@ -111,10 +133,17 @@ fn split_device_end_to_end_then_frontend_dies() {
             })
             .unwrap();
         if got == 0 && !ring.final_check_for_responses().unwrap() {
-            assert_eq!(waiter.wait_port(port, GUARD).unwrap(), PortWait::Fired, "lost wakeup");
+            assert_eq!(
+                waiter.wait_port(port, GUARD).unwrap(),
+                PortWait::Fired,
+                "lost wakeup"
+            );
         }
     }
-    assert!(fe.grant_in_use(gref).unwrap(), "the backend still maps the ring");
+    assert!(
+        fe.grant_in_use(gref).unwrap(),
+        "the backend still maps the ring"
+    );
     switch_state(&xs, &dev.frontend, XenbusState::Closing).unwrap();
     hv.destroy_domain(fe.id()).unwrap();
     let backend_sleeps = backend.join().unwrap();
