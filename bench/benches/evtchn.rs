@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use pvio_abi::DomId;
+use pvio_bench::median;
 use pvio_evtchn::{EventChannels, PortWait};
 
 const GUARD: Duration = Duration::from_secs(10);
@@ -143,11 +144,6 @@ fn latency(c: &mut Criterion) {
     g.finish();
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn interleaved() {
     const ROUNDS: usize = 11;
     const N: u64 = 20_000;
@@ -183,13 +179,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     latency(&mut c);
     c.final_summary();
-    let args: Vec<String> = std::env::args().collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filtered = args
-        .iter()
-        .skip(1)
-        .any(|a| !a.starts_with('-') && !"interleaved".contains(a.as_str()));
-    if bench_mode && !filtered {
+    if pvio_bench::wants_interleaved() {
         interleaved();
     }
 }

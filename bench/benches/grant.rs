@@ -16,6 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use pvio_bench::median;
 use pvio_hv::{CopyDst, CopyOp, CopySrc, DomId, Domain, DomainConfig, GrantRef, Hypervisor};
 
 const A: DomId = DomId(1);
@@ -188,11 +189,6 @@ fn grant_copy(c: &mut Criterion) {
     g.finish();
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn interleaved() {
     const ROUNDS: usize = 9;
     const N: u64 = 20_000;
@@ -246,13 +242,7 @@ fn main() {
     grant_map(&mut c);
     grant_copy(&mut c);
     c.final_summary();
-    let args: Vec<String> = std::env::args().collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filtered = args
-        .iter()
-        .skip(1)
-        .any(|a| !a.starts_with('-') && !"interleaved".contains(a.as_str()));
-    if bench_mode && !filtered {
+    if pvio_bench::wants_interleaved() {
         interleaved();
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use pvio_bench::{SLOTS, SleepReport, crossbeam, pvio, pvio_sleeping, rtrb};
+use pvio_bench::{SLOTS, SleepReport, crossbeam, median, pvio, pvio_sleeping, rtrb};
 
 const BATCHES: [u32; 2] = [1, 32];
 
@@ -66,11 +66,6 @@ fn ring_sleep(c: &mut Criterion) {
         }
     }
     g.finish();
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Rounds of pvio, rtrb, crossbeam back to back, so the three see the same
@@ -124,15 +119,7 @@ fn main() {
     ring(&mut c);
     ring_sleep(&mut c);
     c.final_summary();
-    // Only under `cargo bench` (not `cargo test --benches`) and without a
-    // filter that excludes it.
-    let args: Vec<String> = std::env::args().collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let filtered = args
-        .iter()
-        .skip(1)
-        .any(|a| !a.starts_with('-') && !"interleaved".contains(a.as_str()));
-    if bench_mode && !filtered {
+    if pvio_bench::wants_interleaved() {
         interleaved();
     }
 }

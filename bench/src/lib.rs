@@ -453,6 +453,25 @@ pub fn pvio_sleeping(n: u64, batch: u32) -> SleepReport {
     }
 }
 
+/// Median of `v` (sorts it).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Whether a bench binary should run its interleaved comparison: only under
+/// `cargo bench` (not `cargo test --benches`), and unless a name filter on
+/// the command line excludes it (`-- interleaved` runs only it).
+pub fn wants_interleaved() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let bench_mode = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list");
+    let filtered = args
+        .iter()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && !"interleaved".contains(a.as_str()));
+    bench_mode && !filtered
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
