@@ -140,6 +140,24 @@ impl<'a> RawView<'a> {
         }
     }
 
+    /// The address of `[offset, offset + len)` of the view, for handing to
+    /// the kernel (an io_uring read or write straight into shared pages).
+    /// `None` if the range is out of bounds. The address is valid while the
+    /// region is: whoever hands it to the kernel must keep the region alive
+    /// until the kernel is done with it, and must never form a Rust
+    /// reference from it.
+    pub fn addr(&self, offset: usize, len: usize) -> Option<*mut u8> {
+        error::check_range(offset, len, self.len).ok()?;
+        #[cfg(feature = "alloc")]
+        {
+            self.region.range(self.start + offset, len).ok()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            None
+        }
+    }
+
     /// The sub-range `[offset, offset + len)` of this view.
     pub(crate) fn narrow(self, offset: usize, len: usize) -> Option<Self> {
         error::check_range(offset, len, self.len).ok()?;
