@@ -140,7 +140,7 @@ impl DiskOp {
                 if self
                     .segs
                     .iter()
-                    .any(|s| s.len == 0 || s.len as u64 % SECTOR_SIZE != 0)
+                    .any(|s| s.len == 0 || !(s.len as u64).is_multiple_of(SECTOR_SIZE))
                 {
                     return Err(DiskError::Invalid("segment length not a multiple of 512"));
                 }
