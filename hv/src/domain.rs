@@ -74,6 +74,7 @@ pub(crate) struct DomainState {
     frames: Mutex<Frames>,
     pub(crate) stats: Mutex<DomainStats>,
     dead: AtomicBool,
+    pub(crate) dispatch: Arc<crate::events::Dispatch>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +113,7 @@ impl DomainState {
             }),
             stats: Mutex::new(DomainStats::default()),
             dead: AtomicBool::new(false),
+            dispatch: Arc::default(),
         })
     }
 
@@ -231,6 +233,17 @@ impl Domain {
             evtchn: self.hv.evtchn.clone(),
             dom: self.st.id,
         }
+    }
+
+    /// A waiter for events on one of this domain's ports, for drivers that
+    /// each wait on their own port. The first call starts the domain's
+    /// event dispatcher thread, which owns the domain's
+    /// [`pvio_evtchn::Waiter`]: use either port waiters or that waiter.
+    pub fn port_waiter(
+        &self,
+        port: pvio_abi::Port,
+    ) -> Result<crate::PortWaiter, pvio_evtchn::EvtchnError> {
+        crate::PortWaiter::new(&self.st.dispatch, &self.hv.evtchn, self.st.id, port)
     }
 
     /// A new connection to the store as this domain (relative paths resolve

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod domain;
+mod events;
 mod grants;
 mod pages;
 
@@ -30,6 +31,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 pub use domain::{Domain, DomainConfig, DomainEvents, DomainStats};
+pub use events::PortWaiter;
 pub use grants::{CopyDst, CopyOp, CopySrc, Mapping, ReadOnlyMapping};
 pub use pages::MappedPages;
 pub use pvio_abi::grant::GntStatus;

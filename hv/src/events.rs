@@ -1,0 +1,132 @@
+//! Per-port waiting for drivers: a domain's single event-channel
+//! [`Waiter`](pvio_evtchn::Waiter) is owned by a dispatcher thread that
+//! hands each pending port to the thread waiting on it, so several drivers
+//! (devices, queues) of one domain each wait on their own port.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use pvio_abi::{DomId, Port};
+use pvio_evtchn::{EventChannels, EvtchnError};
+
+use crate::domain::domain_lock;
+
+/// One port's mailbox.
+#[derive(Debug, Default)]
+struct Slot {
+    pending: AtomicBool,
+    gone: AtomicBool,
+    thread: Mutex<Option<Thread>>,
+}
+
+impl Slot {
+    fn wake(&self) {
+        if let Some(t) = domain_lock(&self.thread).as_ref() {
+            t.unpark();
+        }
+    }
+}
+
+/// The per-domain dispatcher.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatch {
+    slots: Mutex<HashMap<u32, Arc<Slot>>>,
+    started: OnceLock<()>,
+}
+
+impl Dispatch {
+    fn slot(&self, port: Port) -> Arc<Slot> {
+        domain_lock(&self.slots).entry(port.0).or_default().clone()
+    }
+
+    /// Starts the dispatcher thread (once): it takes the domain's waiter and
+    /// runs until the domain is removed.
+    fn start(self: &Arc<Self>, evtchn: &EventChannels, dom: DomId) -> Result<(), EvtchnError> {
+        if self.started.get().is_some() {
+            return Ok(());
+        }
+        let mut waiter = evtchn.waiter(dom)?;
+        if self.started.set(()).is_err() {
+            return Ok(());
+        }
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(format!("pvio-evtchn-dom{}", dom.0))
+            .spawn(move || {
+                while let Ok(pending) = waiter.wait(Duration::from_millis(200)) {
+                    let slots = domain_lock(&me.slots);
+                    for port in pending.iter() {
+                        if let Some(s) = slots.get(&port.0) {
+                            s.pending.store(true, Ordering::Release);
+                            s.wake();
+                        }
+                    }
+                }
+                for s in domain_lock(&me.slots).values() {
+                    s.gone.store(true, Ordering::Release);
+                    s.wake();
+                }
+            })
+            .map_err(|_| EvtchnError::Busy)?;
+        Ok(())
+    }
+}
+
+/// Waits for events on one port of a domain (see the module docs).
+#[derive(Debug)]
+pub struct PortWaiter {
+    slot: Arc<Slot>,
+    port: Port,
+}
+
+impl PortWaiter {
+    pub(crate) fn new(
+        dispatch: &Arc<Dispatch>,
+        evtchn: &EventChannels,
+        dom: DomId,
+        port: Port,
+    ) -> Result<Self, EvtchnError> {
+        let slot = dispatch.slot(port);
+        dispatch.start(evtchn, dom)?;
+        Ok(PortWaiter { slot, port })
+    }
+
+    /// The port.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// Takes a pending event without blocking.
+    pub fn try_take(&self) -> bool {
+        self.slot.pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits up to `timeout` for an event on the port (first polling it for
+    /// `spin`, which saves two thread wakeups when events come back to back).
+    /// `Ok(true)`: an event arrived (taken); `Ok(false)`: timeout;
+    /// `Err(NoSuchDomain)` once the domain is gone.
+    pub fn wait(&self, spin: Duration, timeout: Duration) -> Result<bool, EvtchnError> {
+        let start = Instant::now();
+        *domain_lock(&self.slot.thread) = Some(std::thread::current());
+        loop {
+            if self.try_take() {
+                return Ok(true);
+            }
+            if self.slot.gone.load(Ordering::Acquire) {
+                return Err(EvtchnError::NoSuchDomain(DomId(0)));
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= timeout {
+                return Ok(false);
+            }
+            if elapsed < spin {
+                std::hint::spin_loop();
+            } else {
+                std::thread::park_timeout(timeout - elapsed);
+            }
+        }
+    }
+}
