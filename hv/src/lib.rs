@@ -38,6 +38,7 @@ pub use pvio_abi::grant::GntStatus;
 pub use pvio_abi::{DomId, GrantHandle, GrantRef, PAGE_SIZE};
 pub use pvio_evtchn::{EventChannels, EvtchnError, Pending, PortWait, Waiter};
 pub use pvio_grant::GrantError;
+pub use pvio_shmem::Window;
 pub use pvio_xenbus::{Conn, Store, XsError};
 
 use domain::DomainState;

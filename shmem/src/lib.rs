@@ -60,6 +60,8 @@ mod memfd;
 mod raw;
 mod window;
 
+/// Views a slice of `Pod` values as bytes.
+pub use bytemuck::cast_slice as bytes_of_slice;
 pub use bytemuck::{Pod, Zeroable, bytes_of, bytes_of_mut};
 pub use core::sync::atomic::Ordering;
 pub use error::MemError;
