@@ -11,15 +11,23 @@
 //! Sectors are always 512 bytes (`spec/blkif.md` §1), whatever the device's
 //! logical sector size.
 
-#![forbid(unsafe_code)]
+// Only `sys` (the io_uring submissions and `statx`) may use `unsafe`; it
+// opts in with `#![allow(unsafe_code)]`.
+#![deny(unsafe_code)]
 
+mod file;
 mod mem;
+mod null;
+mod sys;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use file::{DirectIo, FileOptions, UringDisk};
 pub use mem::MemDisk;
+pub use null::NullDisk;
 use pvio_shmem::SharedMem;
+pub use sys::baseline::RawUring;
 
 /// Bytes per protocol sector.
 pub const SECTOR_SIZE: u64 = 512;
