@@ -57,6 +57,8 @@ pub struct DomainStats {
 #[derive(Debug)]
 pub(crate) struct Frames {
     free: Vec<u32>,
+    /// `is_free[f]`: frame `f` is on `free` (catches double frees in O(1)).
+    is_free: Vec<bool>,
 }
 
 pub(crate) struct DomainState {
@@ -110,6 +112,7 @@ impl DomainState {
             maptrack: Mutex::new(Maptrack::new(config.max_mappings)),
             frames: Mutex::new(Frames {
                 free: (0..nr_frames).rev().collect(),
+                is_free: vec![true; nr_frames as usize],
             }),
             stats: Mutex::new(DomainStats::default()),
             dead: AtomicBool::new(false),
@@ -207,13 +210,47 @@ impl Domain {
         let at = frames.free.len() - n;
         let mut got: Vec<u32> = frames.free.split_off(at);
         got.reverse();
-        drop(frames);
         for &f in &got {
+            frames.is_free[f as usize] = false;
+        }
+        drop(frames);
+        self.zero_frames(&got);
+        Some(got)
+    }
+
+    /// Allocates `n` consecutive frames (a multi-page ring), zeroed: the
+    /// first of them, or `None` when no run of `n` free frames exists.
+    pub fn alloc_contiguous(&self, n: usize) -> Option<u32> {
+        let mut frames = domain_lock(&self.st.frames);
+        if n == 0 || n > frames.free.len() {
+            return None;
+        }
+        let mut run = 0;
+        let mut first = None;
+        for f in 0..frames.is_free.len() {
+            run = if frames.is_free[f] { run + 1 } else { 0 };
+            if run == n {
+                first = Some(f + 1 - n);
+                break;
+            }
+        }
+        let first = first? as u32;
+        let range = first..first + n as u32;
+        for f in range.clone() {
+            frames.is_free[f as usize] = false;
+        }
+        frames.free.retain(|f| !range.contains(f));
+        drop(frames);
+        self.zero_frames(&range.collect::<Vec<_>>());
+        Some(first)
+    }
+
+    fn zero_frames(&self, frames: &[u32]) {
+        for &f in frames {
             if let Some(w) = self.st.frame_window(f) {
                 let _ = pvio_shmem::SharedMem::fill(&w, 0, PAGE_SIZE, 0);
             }
         }
-        Some(got)
     }
 
     /// Returns frames to the allocator. Never free a frame that is still
@@ -221,7 +258,8 @@ impl Domain {
     pub fn free_frames(&self, frames: &[u32]) {
         let mut alloc = domain_lock(&self.st.frames);
         for &f in frames {
-            if f < self.st.nr_frames && !alloc.free.contains(&f) {
+            if f < self.st.nr_frames && !alloc.is_free[f as usize] {
+                alloc.is_free[f as usize] = true;
                 alloc.free.push(f);
             }
         }
