@@ -1034,15 +1034,20 @@ impl Blkfront {
                 self.wait(self.live_ops, self.cfg.timeout, &mut out);
             }
         }
+        let healthy = self.broken.is_none() && self.conn.is_some();
         self.fail_all(BlkError::Disconnected("device closed".into()));
         let xs = self.dom.store();
         let _ = switch_state(&xs, &self.dev.frontend, XenbusState::Closing);
-        let _ = wait_for_state(
-            &xs,
-            &self.dev.backend,
-            self.cfg.timeout.min(Duration::from_secs(5)),
-            |s| !matches!(s, XenbusState::Connected | XenbusState::Initialised),
-        );
+        // Give a working backend the time to let go of the rings (a broken
+        // one's grants are quarantined if it does not).
+        if healthy {
+            let _ = wait_for_state(
+                &xs,
+                &self.dev.backend,
+                self.cfg.timeout.min(Duration::from_secs(5)),
+                |s| !matches!(s, XenbusState::Connected | XenbusState::Initialised),
+            );
+        }
         self.teardown();
         let _ = switch_state(&xs, &self.dev.frontend, XenbusState::Closed);
         self.pool.free_all();
