@@ -693,6 +693,15 @@ impl Blkfront {
         }
         if self.broken.is_none() && self.last_state_check.elapsed() >= STATE_CHECK {
             self.last_state_check = Instant::now();
+            if self.dom.is_destroyed() {
+                // Nothing of this domain works any more.
+                self.broken = Some("the frontend domain was destroyed".into());
+                self.fail_all(BlkError::Disconnected(
+                    "the frontend domain was destroyed".into(),
+                ));
+                self.conn = None;
+                return;
+            }
             self.check_backend();
         }
     }
@@ -933,6 +942,12 @@ impl Blkfront {
                 w(&format!("{dir}event-channel"), port.0.to_string())?;
             }
             w("protocol", "x86_64-abi".into())?;
+            // Nodes that outlive a connection (`state`) keep the permissions
+            // they were created with; a backend domain recreated with the
+            // same id lost its entry there, so they follow the directory's,
+            // which the toolstack sets.
+            let perms = tx.get_perms(&dev.frontend)?;
+            tx.set_perms(&format!("{}/state", dev.frontend), &perms)?;
             w("feature-persistent", u8::from(persistent).to_string())?;
             Ok(())
         });
@@ -1027,7 +1042,7 @@ impl Blkfront {
     }
 
     fn shutdown(&mut self) {
-        if self.broken.is_none() && self.conn.is_some() {
+        if self.broken.is_none() && self.conn.is_some() && !self.dom.is_destroyed() {
             let mut out = Vec::new();
             let start = Instant::now();
             while self.live_ops > 0 && start.elapsed() < self.cfg.timeout {
