@@ -80,6 +80,8 @@ pub struct BlkfrontConfig {
     pub max_pages: usize,
     /// How long to wait for the backend during a handshake or a reconnect.
     pub timeout: Duration,
+    /// How long a blocking call waits for its I/O.
+    pub io_timeout: Duration,
     /// How long a waiting caller polls the rings before sleeping on the
     /// event channel.
     pub spin: Duration,
@@ -98,6 +100,7 @@ impl Default for BlkfrontConfig {
             trusted: None,
             max_pages: 4096,
             timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(60),
             spin: Duration::from_micros(50),
         }
     }
@@ -149,6 +152,10 @@ pub enum BlkError {
     Broken(String),
     /// No backend connected in time.
     Disconnected(String),
+    /// A blocking call's I/O did not complete within
+    /// [`BlkfrontConfig::io_timeout`] (it may still complete; its result is
+    /// dropped).
+    Timeout,
     /// The frontend domain has no memory or grant references left.
     NoMemory,
     /// A grant operation failed.
@@ -166,6 +173,7 @@ impl fmt::Display for BlkError {
             BlkError::Io => write!(f, "the backend reported an I/O error"),
             BlkError::Broken(why) => write!(f, "backend broke the protocol: {why}"),
             BlkError::Disconnected(why) => write!(f, "no backend: {why}"),
+            BlkError::Timeout => write!(f, "the I/O did not complete in time"),
             BlkError::NoMemory => write!(f, "out of frontend memory or grant references"),
             BlkError::Grant(e) => write!(f, "grant: {e}"),
             BlkError::Store(e) => write!(f, "store: {e}"),
@@ -249,10 +257,21 @@ pub struct Stats {
 #[derive(Debug)]
 struct UserOp {
     tag: u64,
-    sync: bool,
+    mode: Mode,
     data: Vec<u8>,
     parts_left: usize,
     error: Option<BlkError>,
+}
+
+/// Who waits for an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Returned by `poll`/`wait`.
+    Async,
+    /// A blocking call waits for it.
+    Sync,
+    /// A blocking call gave up on it: dropped when it completes.
+    Abandoned,
 }
 
 /// How often an idle or waiting frontend re-reads the backend's state.
@@ -405,7 +424,7 @@ impl Blkfront {
         if let Err(e) = self.check(&io) {
             return Err((e, io));
         }
-        self.queue_op(io, false);
+        self.queue_op(io, Mode::Async);
         self.kick();
         Ok(())
     }
@@ -480,7 +499,7 @@ impl Blkfront {
         };
         self.check(&io)?;
         self.sync_done = None;
-        self.queue_op(io, true);
+        let idx = self.queue_op(io, Mode::Sync);
         self.kick();
         let start = Instant::now();
         loop {
@@ -488,7 +507,14 @@ impl Blkfront {
             if let Some(d) = self.sync_done.take() {
                 return d.result.map(|()| d.data);
             }
-            self.sleep(start, Duration::MAX);
+            if start.elapsed() >= self.cfg.io_timeout {
+                // Still in flight: its completion is dropped when it comes.
+                if let Some(Some(op)) = self.ops.get_mut(idx) {
+                    op.mode = Mode::Abandoned;
+                }
+                return Err(BlkError::Timeout);
+            }
+            self.sleep(start, self.cfg.io_timeout);
         }
     }
 
@@ -535,7 +561,7 @@ impl Blkfront {
     }
 
     /// Records the op and splits it into parts on the backlog.
-    fn queue_op(&mut self, io: BlockIo, sync: bool) {
+    fn queue_op(&mut self, io: BlockIo, mode: Mode) -> usize {
         let queue = self.next_queue;
         self.next_queue = self.next_queue.wrapping_add(1);
         let idx = match self.free_ops.pop() {
@@ -606,7 +632,7 @@ impl Blkfront {
         }
         self.ops[idx] = Some(UserOp {
             tag: io.tag,
-            sync,
+            mode,
             data: io.data,
             parts_left: parts,
             error: None,
@@ -616,6 +642,7 @@ impl Blkfront {
             // A flush with nothing to flush: done at once.
             self.finish_op(idx);
         }
+        idx
     }
 
     /// Bytes of data one ring request carries at most.
@@ -656,10 +683,10 @@ impl Blkfront {
             result: op.error.map_or(Ok(()), Err),
             data: op.data,
         };
-        if op.sync {
-            self.sync_done = Some(done);
-        } else {
-            self.ready.push(done);
+        match op.mode {
+            Mode::Async => self.ready.push(done),
+            Mode::Sync => self.sync_done = Some(done),
+            Mode::Abandoned => {}
         }
     }
 

@@ -380,3 +380,24 @@ fn backend_that_never_connects_times_out() {
     assert!(t.elapsed() < GUARD);
     let _ = SECTORS;
 }
+
+#[test]
+fn silent_backend_blocking_call_times_out() {
+    let (_fx, mut f, mut h) = setup(
+        BlkfrontConfig {
+            io_timeout: Duration::from_millis(200),
+            ..BlkfrontConfig::default()
+        },
+        "1",
+    );
+    let mut buf = [0; 512];
+    assert_eq!(f.read_at(0, &mut buf), Err(BlkError::Timeout));
+    // Answered late: dropped, and the device goes on.
+    let r = h.next();
+    h.answer(r.id, BLKIF_OP_READ, BLKIF_RSP_OKAY);
+    f.submit(read_io(5, 0)).unwrap();
+    let r = h.next();
+    h.answer(r.id, BLKIF_OP_READ, BLKIF_RSP_OKAY);
+    let done = wait_all(&mut f, 1);
+    assert_eq!((done[0].tag, &done[0].result), (5, &Ok(())));
+}
