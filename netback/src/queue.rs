@@ -1,0 +1,649 @@
+//! One connection's queues: the shared vif state (the [`PacketSink`] the
+//! port delivers to), and per queue a TX thread and an RX thread.
+//!
+//! TX thread: copies every visible request out of the TX ring once, parses
+//! the packets ([`crate::tx`]), grant-copies their data (one batch per
+//! round) into `BytesMut` buffers, answers each consumed slot, publishes,
+//! and hands the packets to the port, within the credit of the `rate` key.
+//!
+//! RX thread: takes packets from its bounded queue, waits until the
+//! frontend has posted enough RX requests for the head packet, fills the
+//! slots with grant copies (one batch per round) and writes each response
+//! (or GSO extra) into the slot of the request it consumed (NB18). A head
+//! packet that waits longer than the stall timeout turns the carrier off
+//! (queue purged, later packets dropped and counted) until the frontend
+//! posts enough buffers again (NB13, NB14).
+//!
+//! Events: with one event channel the TX thread owns the port and passes
+//! every event on to the RX thread; with split channels a small forwarder
+//! thread does that for the RX port. Packets arriving from the port kick
+//! the RX thread directly.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pvio_abi::netif::{
+    ExtraGso, ExtraInfo, NETIF_RSP_ERROR, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
+    NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RxRequest, RxResponse, TxRequest, TxResponse,
+    XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
+};
+use pvio_abi::{DomId, Port as EvtPort};
+use pvio_hv::{CopyDst, CopyOp, CopySrc, Domain, GntStatus, MappedPages, PortWaiter};
+use pvio_ring::BackRing;
+
+use crate::credit::Credit;
+use crate::packet::{self, GsoKind, Offloads, Packet, PacketSink, Port};
+use crate::tx::{self, Kind, TxLimits, TxPacket};
+use crate::{Counters, MAX_FRAME};
+
+pub(crate) type TxRing = BackRing<MappedPages, TxRequest, TxResponse>;
+pub(crate) type RxRing = BackRing<MappedPages, RxRequest, RxResponse>;
+
+/// Packets per round (bounded work per wakeup: R8).
+const BATCH: usize = 64;
+/// How long an idle thread polls before sleeping.
+const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+/// Longest sleep (to notice `stop`).
+const MAX_SLEEP: Duration = Duration::from_millis(20);
+const PAGE: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A wake-up flag for a thread that waits on more than one source.
+#[derive(Debug, Default)]
+pub(crate) struct Kick {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Kick {
+    pub(crate) fn kick(&self) {
+        *lock(&self.flag) = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits for a kick (at most `timeout`); consumes it.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut g = lock(&self.flag);
+        if !*g {
+            g = self
+                .cv
+                .wait_timeout(g, timeout)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        *g = false;
+    }
+}
+
+/// One queue's RX backlog.
+#[derive(Debug, Default)]
+pub(crate) struct RxQueue {
+    pkts: Mutex<VecDeque<Packet>>,
+    pub(crate) kick: Kick,
+}
+
+/// What the frontend accepts on RX.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrontFeatures {
+    pub offloads: Offloads,
+    pub rx_notify: bool,
+    pub mcast_filter: bool,
+}
+
+/// The vif of one connection, shared by its threads and its port.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub queues: Vec<Arc<RxQueue>>,
+    pub rx_queue_len: usize,
+    pub fe: FrontFeatures,
+    pub max_mcast: usize,
+    pub mcast: Mutex<Vec<[u8; 6]>>,
+    pub broken: AtomicBool,
+    pub fault: Mutex<Option<String>>,
+    pub carrier: AtomicBool,
+    pub stop: AtomicBool,
+    pub stats: Arc<Counters>,
+}
+
+impl Shared {
+    /// A fatal frontend fault: this vif stops (carrier off, Broken); other
+    /// vifs are unaffected.
+    pub(crate) fn disable(&self, why: String) {
+        if !self.broken.swap(true, Ordering::AcqRel) {
+            self.stats.add(&self.stats.fatal, 1);
+            *lock(&self.fault) = Some(why);
+        }
+        self.set_carrier(false);
+        for q in &self.queues {
+            let n = lock(&q.pkts).drain(..).count();
+            self.stats.add(&self.stats.rx_dropped, n as u64);
+            q.kick.kick();
+        }
+    }
+
+    fn set_carrier(&self, up: bool) {
+        self.carrier.store(up, Ordering::Release);
+        self.stats.carrier.store(up, Ordering::Release);
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Largest frame the frontend takes without GSO.
+    fn max_len(&self) -> usize {
+        if self.fe.offloads.sg { MAX_FRAME } else { PAGE }
+    }
+}
+
+impl PacketSink for Shared {
+    fn deliver(&self, pkt: Packet) -> bool {
+        let st = &self.stats;
+        if self.is_broken()
+            || !self.carrier.load(Ordering::Acquire)
+            || self.stop.load(Ordering::Acquire)
+            || pkt.data.len() < packet::ETH_HLEN
+        {
+            st.add(&st.rx_dropped, 1);
+            return false;
+        }
+        if self.fe.mcast_filter
+            && let Some(d) = pkt.dst_mac()
+            && d[0] & 1 == 1
+            && d != [0xFF; 6]
+            && !lock(&self.mcast).contains(&d)
+        {
+            st.add(&st.rx_filtered, 1);
+            return false;
+        }
+        let q = &self.queues[(packet::flow_hash(&pkt.data) as usize) % self.queues.len()];
+        let pkts = packet::adapt(pkt, &self.fe.offloads, self.max_len());
+        if pkts.is_empty() {
+            st.add(&st.rx_dropped, 1);
+            return false;
+        }
+        let mut ok = true;
+        {
+            let mut g = lock(&q.pkts);
+            for p in pkts {
+                if g.len() >= self.rx_queue_len {
+                    st.add(&st.rx_dropped, 1);
+                    ok = false;
+                } else {
+                    g.push_back(p);
+                }
+            }
+        }
+        q.kick.kick();
+        ok
+    }
+}
+
+/// Parameters of a TX thread.
+pub(crate) struct TxWorker {
+    pub dom: Domain,
+    pub fe: DomId,
+    pub ring: TxRing,
+    pub port: EvtPort,
+    pub waiter: PortWaiter,
+    /// With one event channel: the RX thread to pass events on to.
+    pub forward: Option<Arc<RxQueue>>,
+    pub shared: Arc<Shared>,
+    pub netport: Arc<dyn Port>,
+    pub credit: Credit,
+    pub lim: TxLimits,
+}
+
+impl TxWorker {
+    pub(crate) fn run(mut self) {
+        let mut pending: VecDeque<TxPacket> = VecDeque::new();
+        let mut reqs: Vec<TxRequest> = Vec::new();
+        let mut idle_since: Option<Instant> = None;
+        let mut credit_wait: Option<Duration> = None;
+        while !self.shared.stop.load(Ordering::Acquire) && !self.shared.is_broken() {
+            if self.waiter.try_take()
+                && let Some(q) = &self.forward
+            {
+                q.kick.kick();
+            }
+            // New requests, once everything parsed before is done.
+            let mut took = 0;
+            if pending.is_empty() {
+                match self.ring.unconsumed_requests() {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        reqs.clear();
+                        if let Err(e) = self.ring.drain_requests(n, |r| reqs.push(r)) {
+                            self.shared.disable(format!("TX ring: {e}"));
+                            break;
+                        }
+                        took = reqs.len();
+                        let mut at = 0;
+                        while at < reqs.len() {
+                            match tx::parse(&reqs[at..], &self.lim) {
+                                Ok(p) => {
+                                    at += p.rsps.len();
+                                    pending.push_back(p);
+                                }
+                                Err(why) => {
+                                    self.shared.disable(why);
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.shared.disable(format!("TX ring: {e}"));
+                        break;
+                    }
+                }
+            }
+            // Packets within the credit, in ring order.
+            let mut batch = Vec::new();
+            credit_wait = None;
+            while batch.len() < BATCH {
+                let Some(p) = pending.front() else { break };
+                if p.kind == Kind::Data
+                    && let Err(wait) = self.credit.take(p.len)
+                {
+                    self.shared.stats.add(&self.shared.stats.credit_waits, 1);
+                    credit_wait = Some(wait);
+                    break;
+                }
+                batch.extend(pending.pop_front());
+            }
+            if !batch.is_empty() {
+                self.process(batch);
+                idle_since = None;
+                continue;
+            }
+            if took > 0 {
+                continue;
+            }
+            if let Some(w) = credit_wait {
+                let _ = self.waiter.wait(Duration::ZERO, w.min(MAX_SLEEP));
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < POLL_BEFORE_SLEEP {
+                std::hint::spin_loop();
+                continue;
+            }
+            idle_since = None;
+            match self.ring.final_check_for_requests() {
+                Ok(true) => {}
+                Ok(false) => match self.waiter.wait(Duration::ZERO, MAX_SLEEP) {
+                    Ok(true) => {
+                        if let Some(q) = &self.forward {
+                            q.kick.kick();
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(_) => break, // the frontend domain is gone
+                },
+                Err(e) => {
+                    self.shared.disable(format!("TX ring: {e}"));
+                    break;
+                }
+            }
+        }
+        let _ = credit_wait;
+    }
+
+    /// Copies, answers and forwards one batch.
+    fn process(&mut self, mut batch: Vec<TxPacket>) {
+        let st = self.shared.stats.clone();
+        // Multicast updates and data buffers.
+        let mut bufs: Vec<Option<BytesMut>> = Vec::with_capacity(batch.len());
+        for p in &mut batch {
+            match p.kind {
+                Kind::Data => {
+                    bufs.push(Some(BytesMut::zeroed(p.len)));
+                    continue;
+                }
+                Kind::Mcast(add, addr) => {
+                    let mut m = lock(&self.shared.mcast);
+                    let ok = if add {
+                        m.contains(&addr) || {
+                            let room = m.len() < self.shared.max_mcast;
+                            if room {
+                                m.push(addr);
+                            }
+                            room
+                        }
+                    } else {
+                        m.retain(|a| *a != addr);
+                        true
+                    };
+                    if !ok {
+                        p.fail(NETIF_RSP_ERROR); // NB11
+                    }
+                }
+                Kind::Drop(_) => {}
+            }
+            bufs.push(None);
+        }
+        // One grant-copy batch for every fragment of every packet.
+        let mut owner = Vec::new();
+        let statuses: Vec<GntStatus> = {
+            let mut ops = Vec::new();
+            for (i, (p, b)) in batch.iter().zip(bufs.iter_mut()).enumerate() {
+                let Some(b) = b else { continue };
+                let mut rest: &mut [u8] = &mut b[..];
+                for f in &p.frags {
+                    let (dst, tail) = std::mem::take(&mut rest).split_at_mut(usize::from(f.len));
+                    rest = tail;
+                    ops.push(CopyOp::new(
+                        CopySrc::Gref {
+                            domid: self.fe,
+                            gref: f.gref,
+                            offset: f.offset,
+                        },
+                        CopyDst::Buf(dst),
+                        f.len,
+                    ));
+                    owner.push(i);
+                }
+            }
+            if !ops.is_empty() {
+                self.dom.grant_copy(&mut ops);
+            }
+            ops.iter().map(|o| o.status).collect()
+        };
+        for (i, s) in owner.iter().zip(&statuses) {
+            if *s != GntStatus::Okay && bufs[*i].is_some() {
+                // NB16: a failed fragment fails the whole packet.
+                bufs[*i] = None;
+                batch[*i].fail(NETIF_RSP_ERROR);
+                batch[*i].kind = Kind::Drop(NETIF_RSP_ERROR);
+            }
+        }
+        // Answer every consumed slot, in ring order.
+        let mut errors = 0u64;
+        for p in &batch {
+            for (r, d) in p.rsps.iter().zip(&p.data) {
+                if *d && r.status != NETIF_RSP_OKAY {
+                    errors += 1;
+                }
+                if let Err(e) = self.ring.push_response(r) {
+                    self.shared.disable(format!("TX ring: {e}"));
+                    return;
+                }
+            }
+        }
+        st.add(&st.tx_errors, errors);
+        match self.ring.publish_and_check_notify() {
+            Ok(n) if n.is_needed() => {
+                let _ = self.dom.events().send(self.port);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.shared.disable(format!("TX ring: {e}"));
+                return;
+            }
+        }
+        // Hand the packets on.
+        let offl = self.netport.offloads();
+        for (p, b) in batch.iter().zip(bufs) {
+            match (p.kind, b) {
+                (Kind::Data, Some(b)) => {
+                    st.add(&st.tx_packets, 1);
+                    st.add(&st.tx_bytes, p.len as u64);
+                    let pkt = Packet {
+                        data: b.freeze(),
+                        csum_blank: p.csum_blank,
+                        data_validated: p.data_validated || p.csum_blank,
+                        gso: p.gso,
+                    };
+                    for q in packet::adapt(pkt, &offl, usize::MAX) {
+                        if !self.netport.transmit(q) {
+                            st.add(&st.tx_port_dropped, 1);
+                        }
+                    }
+                }
+                (Kind::Data | Kind::Drop(_), _) => st.add(&st.tx_dropped, 1),
+                (Kind::Mcast(..), _) => {}
+            }
+        }
+    }
+}
+
+/// Passes events of the RX port (split event channels) to the RX thread.
+pub(crate) fn forward_events(waiter: PortWaiter, q: Arc<RxQueue>, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Acquire) && !shared.is_broken() {
+        match waiter.wait(Duration::ZERO, MAX_SLEEP) {
+            Ok(true) => q.kick.kick(),
+            Ok(false) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// Parameters of an RX thread.
+pub(crate) struct RxWorker {
+    pub dom: Domain,
+    pub fe: DomId,
+    pub ring: RxRing,
+    pub port: EvtPort,
+    pub q: Arc<RxQueue>,
+    pub shared: Arc<Shared>,
+    pub stall_timeout: Duration,
+}
+
+/// RX slots a packet needs: its data pages, plus the GSO extra.
+fn rx_slots(p: &Packet) -> u32 {
+    (p.data.len().div_ceil(PAGE).max(1) + usize::from(p.gso.is_some())) as u32
+}
+
+impl RxWorker {
+    /// Slots the largest packet can need (the carrier comes back once the
+    /// frontend posts that many).
+    fn max_slots(&self) -> u32 {
+        if self.shared.fe.offloads.sg {
+            (MAX_FRAME.div_ceil(PAGE) + 1) as u32
+        } else {
+            2
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let sleep = if self.shared.fe.rx_notify {
+            MAX_SLEEP
+        } else {
+            Duration::from_millis(1) // the frontend never notifies: poll
+        };
+        let mut stalled_since: Option<Instant> = None;
+        let mut batch: Vec<Packet> = Vec::new();
+        while !self.shared.stop.load(Ordering::Acquire) && !self.shared.is_broken() {
+            let avail = match self.ring.unconsumed_requests() {
+                Ok(n) => n,
+                Err(e) => {
+                    self.shared.disable(format!("RX ring: {e}"));
+                    break;
+                }
+            };
+            if !self.shared.carrier.load(Ordering::Acquire) {
+                // Stalled: back up once the frontend can take any packet.
+                if avail >= self.max_slots().min(self.ring.nr_ents()) {
+                    self.shared.set_carrier(true);
+                    stalled_since = None;
+                    continue;
+                }
+                let _ = self.ring.final_check_for_requests_after(
+                    self.max_slots()
+                        .min(self.ring.nr_ents())
+                        .saturating_sub(avail)
+                        .max(1),
+                );
+                self.q.kick.wait(sleep);
+                continue;
+            }
+            // Packets that fit in the posted buffers.
+            batch.clear();
+            let mut need_more = None;
+            {
+                let mut g = lock(&self.q.pkts);
+                let mut used = 0;
+                while batch.len() < BATCH {
+                    let Some(p) = g.front() else { break };
+                    let n = rx_slots(p);
+                    if used + n > avail {
+                        need_more = Some(used + n - avail);
+                        break;
+                    }
+                    used += n;
+                    batch.extend(g.pop_front());
+                }
+            }
+            if !batch.is_empty() {
+                stalled_since = None;
+                self.fill(&batch);
+                continue;
+            }
+            if let Some(n) = need_more {
+                // NB13/NB14: the head packet waits for buffers.
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.stall_timeout {
+                    self.stall();
+                    continue;
+                }
+                match self.ring.final_check_for_requests_after(n) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.shared.disable(format!("RX ring: {e}"));
+                        break;
+                    }
+                }
+                let left = self.stall_timeout.saturating_sub(since.elapsed());
+                self.q
+                    .kick
+                    .wait(sleep.min(left).max(Duration::from_micros(100)));
+                continue;
+            }
+            stalled_since = None;
+            self.q.kick.wait(sleep);
+        }
+    }
+
+    /// Carrier off: drop the backlog; new packets are dropped until the
+    /// frontend posts buffers again.
+    fn stall(&mut self) {
+        let st = &self.shared.stats;
+        st.add(&st.rx_stalls, 1);
+        self.shared.set_carrier(false);
+        for q in &self.shared.queues {
+            let n = lock(&q.pkts).drain(..).count();
+            st.add(&st.rx_dropped, n as u64);
+        }
+    }
+
+    /// Writes `batch` into the posted buffers: one grant-copy batch, then
+    /// every response in its request's slot.
+    fn fill(&mut self, batch: &[Packet]) {
+        let st = self.shared.stats.clone();
+        let mut rsps: Vec<RxResponse> = Vec::new();
+        // (index in rsps, op) pairs.
+        let mut copy_of: Vec<usize> = Vec::new();
+        let mut reqs: Vec<RxRequest> = Vec::new();
+        let statuses: Vec<GntStatus> = {
+            let mut ops = Vec::new();
+            for p in batch {
+                let n = rx_slots(p);
+                reqs.clear();
+                match self.ring.drain_requests(n, |r| reqs.push(r)) {
+                    Ok(k) if k == n => {}
+                    Ok(_) => {
+                        self.shared
+                            .disable("RX requests vanished after they were counted".into());
+                        return;
+                    }
+                    Err(e) => {
+                        self.shared.disable(format!("RX ring: {e}"));
+                        return;
+                    }
+                }
+                let mut flags = 0;
+                if p.csum_blank {
+                    flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED;
+                } else if p.data_validated {
+                    flags |= NETRXF_DATA_VALIDATED;
+                }
+                let chunks: Vec<&[u8]> = p.data.chunks(PAGE).collect();
+                let mut r = reqs.iter();
+                for (k, c) in chunks.iter().enumerate() {
+                    let Some(req) = r.next() else { break };
+                    let mut f = if k == 0 { flags } else { 0 };
+                    if k + 1 < chunks.len() {
+                        f |= NETRXF_MORE_DATA;
+                    }
+                    if k == 0 && p.gso.is_some() {
+                        f |= NETRXF_EXTRA_INFO;
+                    }
+                    copy_of.push(rsps.len());
+                    rsps.push(RxResponse {
+                        id: req.id,
+                        offset: 0,
+                        flags: f,
+                        status: c.len() as i16,
+                    });
+                    ops.push(CopyOp::new(
+                        CopySrc::Buf(c),
+                        CopyDst::Gref {
+                            domid: self.fe,
+                            gref: req.gref,
+                            offset: 0,
+                        },
+                        c.len() as u16,
+                    ));
+                    if k == 0
+                        && let Some(g) = p.gso
+                    {
+                        // The extra goes in the next slot; that request's
+                        // buffer stays unused (the frontend re-posts it).
+                        let _ = r.next();
+                        let e = ExtraInfo::gso(ExtraGso {
+                            size: g.size,
+                            type_: match g.kind {
+                                GsoKind::TcpV4 => XEN_NETIF_GSO_TYPE_TCPV4,
+                                GsoKind::TcpV6 => XEN_NETIF_GSO_TYPE_TCPV6,
+                            },
+                            pad: 0,
+                            features: 0,
+                        });
+                        rsps.push(bytemuck::cast(e));
+                    }
+                }
+                st.add(&st.rx_packets, 1);
+                st.add(&st.rx_bytes, p.data.len() as u64);
+            }
+            self.dom.grant_copy(&mut ops);
+            ops.iter().map(|o| o.status).collect()
+        };
+        for (at, s) in copy_of.iter().zip(&statuses) {
+            if *s != GntStatus::Okay {
+                rsps[*at].status = s.as_i16().min(-1);
+                st.add(&st.rx_copy_errors, 1);
+            }
+        }
+        for r in &rsps {
+            if let Err(e) = self.ring.push_response(r) {
+                self.shared.disable(format!("RX ring: {e}"));
+                return;
+            }
+        }
+        match self.ring.publish_and_check_notify() {
+            Ok(n) if n.is_needed() => {
+                let _ = self.dom.events().send(self.port);
+            }
+            Ok(_) => {}
+            Err(e) => self.shared.disable(format!("RX ring: {e}")),
+        }
+    }
+}
