@@ -117,6 +117,7 @@ impl Shared {
     pub(crate) fn disable(&self, why: String) {
         if !self.broken.swap(true, Ordering::AcqRel) {
             self.stats.add(&self.stats.fatal, 1);
+            self.stats.broken.store(true, Ordering::Release);
             *lock(&self.fault) = Some(why);
         }
         self.set_carrier(false);
