@@ -562,6 +562,7 @@ fn connect(
         broken: AtomicBool::new(false),
         fault: Mutex::new(None),
         carrier: AtomicBool::new(true),
+        link: Mutex::new(()),
         stop: AtomicBool::new(false),
         stats: stats.clone(),
     });

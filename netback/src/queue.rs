@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     pub broken: AtomicBool,
     pub fault: Mutex<Option<String>>,
     pub carrier: AtomicBool,
+    /// Serialises carrier changes with [`Shared::disable`].
+    pub link: Mutex<()>,
     pub stop: AtomicBool,
     pub stats: Arc<Counters>,
 }
@@ -115,12 +117,17 @@ impl Shared {
     /// A fatal frontend fault: this vif stops (carrier off, Broken); other
     /// vifs are unaffected.
     pub(crate) fn disable(&self, why: String) {
+        // Carrier first: whoever sees `broken` sees the carrier off; the
+        // link lock orders this against a concurrent carrier-on.
+        let link = lock(&self.link);
+        self.carrier.store(false, Ordering::Release);
+        self.stats.carrier.store(false, Ordering::Release);
         if !self.broken.swap(true, Ordering::AcqRel) {
             self.stats.add(&self.stats.fatal, 1);
             self.stats.broken.store(true, Ordering::Release);
             *lock(&self.fault) = Some(why);
         }
-        self.set_carrier(false);
+        drop(link);
         for q in &self.queues {
             let n = lock(&q.pkts).drain(..).count();
             self.stats.add(&self.stats.rx_dropped, n as u64);
@@ -129,6 +136,10 @@ impl Shared {
     }
 
     fn set_carrier(&self, up: bool) {
+        let _link = lock(&self.link);
+        if up && self.is_broken() {
+            return; // a disabled vif stays down
+        }
         self.carrier.store(up, Ordering::Release);
         self.stats.carrier.store(up, Ordering::Release);
     }
