@@ -735,3 +735,37 @@ fn frontend_disappears_backend_releases_everything() {
     let f = frame(BCAST, db.mac, 100, 1);
     db.send_wait(&mut fb, 0, &f, 4096, 0, &[]);
 }
+
+/// R1 (netback's "impossible number of requests"): a TX or RX `req_prod`
+/// beyond the ring disables this vif only.
+#[test]
+fn r1_bogus_req_prod_disables_vif_only() {
+    use pvio_shmem::{Ordering, SharedMem};
+    for rx in [false, true] {
+        let (_w, _sw, (na, da, fa), (_nb, db, mut fb)) =
+            pair(NetbackConfig::default(), Opts::default(), Opts::default());
+        if rx {
+            let prod = fa.q[0].rx.indices().0;
+            fa.q[0]
+                .rx
+                .mem()
+                .store_u32(0, prod.wrapping_add(300), Ordering::Release)
+                .unwrap();
+            // Give the RX thread something to do.
+            let f = frame(da.mac, db.mac, 100, 1);
+            db.send_wait(&mut fb, 0, &f, 4096, 0, &[]);
+        } else {
+            fa.q[0]
+                .tx
+                .mem()
+                .store_u32(0, 257, Ordering::Release)
+                .unwrap();
+            da.fe.events().send(fa.q[0].tx_port).unwrap();
+        }
+        wait_until("the vif to be disabled", || na.stats().broken);
+        assert!(!na.stats().carrier);
+        // The other vif still transmits.
+        let f = frame(BCAST, db.mac, 60, 2);
+        assert_eq!(db.send_wait(&mut fb, 0, &f, 4096, 0, &[]), [NETIF_RSP_OKAY]);
+    }
+}
