@@ -500,6 +500,11 @@ impl Netfront {
                             return Err(NetError::Timeout);
                         }
                         self.wait_once(start, self.cfg.tx_timeout);
+                        // `wait_once` only looks at the rings when an
+                        // event came; a backend that went away sends none,
+                        // so check its state here (as `wait` does) to
+                        // report Disconnected rather than a Timeout.
+                        self.process();
                         self.usable()?;
                     }
                     Err(e) => {
