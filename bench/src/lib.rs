@@ -7,8 +7,13 @@
 //! number of messages each side writes per publication (and reads per
 //! poll). pvio does it on one shared Xen ring (both directions in the same
 //! pages); the peers use two queues, one per direction.
+//!
+//! The block workloads (`benches/blk.rs`, the `blk_run` example) are in
+//! [`blk`].
 
 #![forbid(unsafe_code)]
+
+pub mod blk;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};

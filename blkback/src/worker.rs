@@ -17,8 +17,45 @@ use crate::request::{self, Limits, Plan, SEGS_PER_INDIRECT_PAGE};
 
 /// Requests taken per poll (bounded work per notification: R8).
 const MAX_PER_POLL: u32 = 64;
-/// How long an idle worker polls its ring before sleeping.
-const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// How long an idle worker polls its ring before it re-arms and sleeps:
+/// adapted like KVM's halt polling. A sleep that ended (with work) sooner
+/// than [`IdlePoll::MAX`] after the worker went idle means a longer poll
+/// would have caught the request without the two thread wakeups of an
+/// event (the sender's notification, then the port's dispatcher): the
+/// window doubles. A sleep longer than that means requests come too rarely
+/// for polling to pay: the window halves, down to [`IdlePoll::BASE`].
+///
+/// Without this, a fixed 50 µs poll is bistable where thread wakeups cost
+/// tens of µs (small or overcommitted VMs): once a frontend sleeps, its
+/// next request comes later than 50 µs after the response, so the worker
+/// sleeps too and every request pays four wakeups instead of none. Past
+/// the first [`IdlePoll::PURE_SPIN`] the poll yields the CPU between looks.
+#[derive(Debug)]
+struct IdlePoll {
+    window: Duration,
+}
+
+impl IdlePoll {
+    const BASE: Duration = Duration::from_micros(50);
+    const MAX: Duration = Duration::from_micros(500);
+    /// The first part of a poll spins without yielding.
+    const PURE_SPIN: Duration = Duration::from_micros(5);
+
+    fn new() -> Self {
+        IdlePoll { window: Self::BASE }
+    }
+
+    /// The worker went idle `idle` ago, polled for the whole window, slept
+    /// and woke: adapt the window.
+    fn slept(&mut self, idle: Duration, woke_with_work: bool) {
+        self.window = if woke_with_work && idle <= Self::MAX {
+            (self.window * 2).min(Self::MAX)
+        } else {
+            (self.window / 2).max(Self::BASE)
+        };
+    }
+}
 
 pub(crate) type Ring = BackRing<MappedPages, Request, Response>;
 
@@ -108,6 +145,7 @@ impl Worker {
         let mut done = Vec::new();
         let mut reqs = Vec::new();
         let mut idle_since: Option<Instant> = None;
+        let mut idle_poll = IdlePoll::new();
         let mut barrier_pending = false;
         let mut fault = None;
         loop {
@@ -115,7 +153,11 @@ impl Worker {
             // Completions first: answer them.
             let _ = self.disk.reap(0, &mut done);
             let mut answered = self.complete(&mut done, &mut inflight, &mut free_slots);
-            let stopping = self.stop.load(Ordering::Acquire);
+            // A destroyed backend domain takes no new requests: its threads
+            // only finish what the disk holds (a real one would be gone;
+            // what it took now could only fail, its grants being unmapped,
+            // instead of being replayed on the next backend: BF3).
+            let stopping = self.stop.load(Ordering::Acquire) || self.dom.is_destroyed();
             if (stopping || fault.is_some()) && live == 0 && answered == 0 {
                 break;
             }
@@ -165,14 +207,24 @@ impl Worker {
             }
             // Idle: poll a little, then re-arm and sleep.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < POLL_BEFORE_SLEEP {
-                std::hint::spin_loop();
+            let idle = since.elapsed();
+            if idle < idle_poll.window {
+                if idle < IdlePoll::PURE_SPIN {
+                    std::hint::spin_loop();
+                } else {
+                    // Past a few µs the poll gives the CPU to any thread
+                    // waiting for it between looks: a thread woken onto
+                    // this CPU (the frontend, or the event dispatcher that
+                    // wakes it) must not queue behind the poller.
+                    std::thread::yield_now();
+                }
                 continue;
             }
             match self.ring.final_check_for_requests() {
                 Ok(true) => {}
                 Ok(false) => {
-                    let _ = self.waiter.wait(Duration::ZERO, Duration::from_millis(20));
+                    let woke = self.waiter.wait(Duration::ZERO, Duration::from_millis(20));
+                    idle_poll.slept(since.elapsed(), woke == Ok(true));
                 }
                 Err(e) => fault = Some(e.to_string()),
             }
@@ -421,5 +473,32 @@ impl Worker {
             .map_err(|_| BLKIF_RSP_ERROR)?;
         }
         Ok(segs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_poll_grows_on_short_sleeps_and_shrinks_on_long_ones() {
+        let mut p = IdlePoll::new();
+        assert_eq!(p.window, IdlePoll::BASE);
+        // Woken with work soon after going idle: poll longer next time.
+        p.slept(Duration::from_micros(80), true);
+        assert_eq!(p.window, IdlePoll::BASE * 2);
+        for _ in 0..10 {
+            p.slept(Duration::from_micros(300), true);
+        }
+        assert_eq!(p.window, IdlePoll::MAX);
+        // A timeout, or work long after: back towards the base.
+        p.slept(Duration::from_millis(20), false);
+        assert_eq!(p.window, IdlePoll::MAX / 2);
+        p.slept(Duration::from_millis(2), true);
+        assert_eq!(p.window, IdlePoll::MAX / 4);
+        for _ in 0..10 {
+            p.slept(Duration::from_millis(20), false);
+        }
+        assert_eq!(p.window, IdlePoll::BASE);
     }
 }

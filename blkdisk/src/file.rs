@@ -53,6 +53,15 @@ pub struct FileOptions {
 /// pages of its range. Overlapping operations in flight together have no
 /// defined order anyway. Flushes (`fdatasync`) and discards (punching a
 /// hole) apply to the file, whichever descriptor carries them.
+///
+/// On a memory filesystem (tmpfs, ramfs, hugetlbfs) that cannot do
+/// non-blocking I/O (no `RWF_NOWAIT`: io_uring would hand every read and
+/// write to a kernel worker thread, two thread wakeups per I/O for a copy of
+/// a microsecond or so), reads and writes are done inline instead
+/// ([`UringDisk::inline`]): [`DiskQueue::submit`] does them with
+/// `preadv`/`pwritev` in the calling thread, one after the other, and
+/// [`DiskQueue::reap`] hands them back as usual. Flushes and discards still
+/// go through io_uring.
 #[derive(Debug)]
 pub struct UringDisk {
     /// File 0 carries every operation it can; with `O_DIRECT`, file 1 is
@@ -61,6 +70,8 @@ pub struct UringDisk {
     info: DiskInfo,
     /// The `O_DIRECT` alignments of file 0, `None` when buffered.
     dio: Option<Align>,
+    /// Reads and writes are done inline (see the type's docs).
+    inline: bool,
 }
 
 impl UringDisk {
@@ -112,6 +123,7 @@ impl UringDisk {
             }
             _ => SECTOR_SIZE as u32,
         };
+        let inline = on_memory_fs(&files[0]) && sys::nowait_unsupported(&files[files.len() - 1]);
         let blksize = (meta.blksize() as u32).clamp(SECTOR_SIZE as u32, PAGE_SIZE as u32);
         let physical_sector_size = sector_size.max(blksize.next_power_of_two().min(4096));
         Ok(UringDisk {
@@ -126,12 +138,32 @@ impl UringDisk {
                 discard_granularity: physical_sector_size,
             },
             dio,
+            inline,
         })
     }
 
     /// Whether the disk uses `O_DIRECT` (what [`DirectIo::Auto`] chose).
     pub fn direct(&self) -> bool {
         self.dio.is_some()
+    }
+
+    /// Whether reads and writes are done inline by the queue's thread
+    /// rather than through io_uring (a memory filesystem without
+    /// non-blocking I/O: see the type's docs).
+    pub fn inline(&self) -> bool {
+        self.inline
+    }
+}
+
+/// Whether `file` lives in memory (tmpfs, ramfs, hugetlbfs), where a read
+/// or write is a copy that never waits for a device.
+fn on_memory_fs(file: &File) -> bool {
+    use nix::sys::statfs::{FsType, HUGETLBFS_MAGIC, TMPFS_MAGIC, fstatfs};
+    // Not in nix: linux/magic.h.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    match fstatfs(file).map(|s| s.filesystem_type()) {
+        Ok(t) => t == TMPFS_MAGIC || t == HUGETLBFS_MAGIC || t == RAMFS_MAGIC,
+        Err(_) => false,
     }
 }
 
@@ -141,7 +173,7 @@ impl Disk for UringDisk {
     }
 
     fn queue(&self, depth: u32) -> Result<Box<dyn DiskQueue>, DiskError> {
-        let ring = Ring::new(depth, Arc::clone(&self.files)).map_err(DiskError::Io)?;
+        let ring = Ring::new(depth, Arc::clone(&self.files), self.inline).map_err(DiskError::Io)?;
         Ok(Box::new(UringQueue {
             ring,
             info: self.info,

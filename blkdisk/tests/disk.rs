@@ -237,15 +237,19 @@ fn integrity(base: &str, direct: DirectIo, seed: u64) {
         )
         .unwrap();
         eprintln!(
-            "{base} ({}): DirectIo::{direct:?} -> {}, {:?}",
+            "{base} ({}): DirectIo::{direct:?} -> {}{}, {:?}",
             fs_name(dir.path()),
             if disk.direct() {
                 "O_DIRECT"
             } else {
                 "buffered"
             },
+            if disk.inline() { ", inline" } else { "" },
             disk.info()
         );
+        if fs_name(dir.path()) != "tmpfs" {
+            assert!(!disk.inline(), "only memory filesystems go inline");
+        }
         if direct == DirectIo::Never {
             assert!(!disk.direct());
         }

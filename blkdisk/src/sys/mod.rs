@@ -28,4 +28,4 @@ mod ring;
 mod stat;
 
 pub(crate) use ring::{Align, Finished, Rejected, Ring};
-pub(crate) use stat::dio_align;
+pub(crate) use stat::{dio_align, nowait_unsupported};

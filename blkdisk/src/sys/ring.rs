@@ -87,6 +87,12 @@ struct Slot {
 unsafe impl Send for Slot {}
 
 /// One io_uring instance and the operations in it.
+///
+/// In inline mode (files on which io_uring cannot do non-blocking I/O and
+/// that are memory anyway: tmpfs) reads and writes never reach the ring:
+/// [`Ring::submit`] does each with `preadv`/`pwritev` in the calling thread
+/// and [`Ring::reap`] hands them back, exactly as if they had gone through
+/// the ring. Flushes and discards still go through io_uring.
 pub(crate) struct Ring {
     ring: IoUring,
     files: Arc<[File]>,
@@ -96,6 +102,12 @@ pub(crate) struct Ring {
     cqes: Vec<(u64, i32)>,
     /// Remainders of short transfers pushed since the last enter.
     resubmitted: usize,
+    /// Reads and writes are done inline by `submit`.
+    inline: bool,
+    /// Inline slots pushed and not yet done, in push order.
+    queued: Vec<usize>,
+    /// Inline slots done and not yet reaped, with their outcome.
+    ready: Vec<(usize, io::Result<()>)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -105,14 +117,16 @@ impl std::fmt::Debug for Ring {
             .field("depth", &self.slots.len())
             .field("in_flight", &self.in_flight())
             .field("resubmitted", &self.resubmitted)
+            .field("inline", &self.inline)
             .finish_non_exhaustive()
     }
 }
 
 impl Ring {
     /// A ring for up to `depth` operations (at least 1) on `files` (an
-    /// operation names its file by index).
-    pub fn new(depth: u32, files: Arc<[File]>) -> io::Result<Ring> {
+    /// operation names its file by index); reads and writes are done inline
+    /// by [`Ring::submit`] if `inline`.
+    pub fn new(depth: u32, files: Arc<[File]>, inline: bool) -> io::Result<Ring> {
         let depth = depth.max(1);
         let ring = IoUring::new(depth)?;
         if (ring.params().sq_entries() as usize) < depth as usize {
@@ -126,6 +140,9 @@ impl Ring {
             free: (0..depth).rev().collect(),
             cqes: Vec::with_capacity(depth),
             resubmitted: 0,
+            inline,
+            queued: Vec::with_capacity(depth),
+            ready: Vec::with_capacity(depth),
         })
     }
 
@@ -214,6 +231,14 @@ impl Ring {
             total,
             done: 0,
         };
+        if self.inline && matches!(io, Io::Read | Io::Write) {
+            // Done by the next `submit`; the kernel sees the memory only
+            // during that call.
+            self.free.pop();
+            self.slots[idx] = Some(slot);
+            self.queued.push(idx);
+            return Ok(());
+        }
         let Some(entry) = entry(&self.files, &slot, idx) else {
             return Err(Rejected::Invalid(slot.op, "no such file"));
         };
@@ -233,14 +258,16 @@ impl Ring {
         Ok(())
     }
 
-    /// Starts every pushed submission (one `io_uring_enter`). Returns how
-    /// many the kernel took.
+    /// Does the inline operations pushed so far, then starts every pushed
+    /// submission (one `io_uring_enter`). Returns how many the kernel took
+    /// plus how many were done inline.
     pub fn submit(&mut self) -> io::Result<usize> {
+        let inline = self.run_inline();
         loop {
             match self.ring.submit() {
                 Ok(n) => {
                     self.resubmitted = 0;
-                    return Ok(n);
+                    return Ok(n + inline);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -249,8 +276,12 @@ impl Ring {
     }
 
     /// Starts every pushed submission and waits until `want` completions
-    /// are ready to reap.
+    /// are ready to reap (returns at once if an inline operation is).
     pub fn wait(&mut self, want: usize) -> io::Result<()> {
+        self.run_inline();
+        if !self.ready.is_empty() {
+            return self.submit().map(drop);
+        }
         loop {
             match self.ring.submit_and_wait(want) {
                 Ok(_) => {
@@ -273,10 +304,17 @@ impl Ring {
     /// is pushed again (see [`Ring::resubmitted`]). A transfer that makes
     /// no progress (0 bytes: the file shrank under us) fails.
     pub fn reap(&mut self, out: &mut Vec<Finished>) -> usize {
+        let mut n = 0;
+        let ready = std::mem::take(&mut self.ready);
+        for (idx, result) in ready {
+            if let Some(f) = self.finish(idx, result) {
+                out.push(f);
+                n += 1;
+            }
+        }
         self.cqes.clear();
         self.cqes
             .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        let mut n = 0;
         for i in 0..self.cqes.len() {
             let (data, res) = self.cqes[i];
             if let Some(f) = self.complete(data as usize, res) {
@@ -285,6 +323,71 @@ impl Ring {
             }
         }
         n
+    }
+
+    /// Does every queued inline operation, in push order. Returns how many.
+    fn run_inline(&mut self) -> usize {
+        let queued = std::mem::take(&mut self.queued);
+        let n = queued.len();
+        for &idx in &queued {
+            let result = self.transfer(idx);
+            self.ready.push((idx, result));
+        }
+        self.queued = queued;
+        self.queued.clear();
+        n
+    }
+
+    /// Reads or writes the whole of inline slot `idx` with
+    /// `preadv`/`pwritev`, continuing after short transfers.
+    fn transfer(&mut self, idx: usize) -> io::Result<()> {
+        let Some(Some(slot)) = self.slots.get_mut(idx) else {
+            return Err(io::Error::other("no such slot"));
+        };
+        let fd = self
+            .files
+            .get(slot.file)
+            .ok_or_else(|| io::Error::other("no such file"))?
+            .as_raw_fd();
+        while slot.done < slot.total {
+            let n = slot.iov.len().min(IOV_MAX) as libc::c_int;
+            let at = libc::off_t::try_from(slot.offset + slot.done)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let r = if slot.io == Io::Read {
+                // SAFETY: the iovecs were computed from regions slot `idx`
+                // owns (`op`'s `Arc` segments or `bounce`, through the
+                // bounds-checked `RawView::addr`), and the slot (so the
+                // regions and the iovec array) outlives this synchronous
+                // call; `n` is at most the array's length.
+                unsafe { libc::preadv(fd, slot.iov.as_ptr(), n, at) }
+            } else {
+                // SAFETY: as for `preadv` above.
+                unsafe { libc::pwritev(fd, slot.iov.as_ptr(), n, at) }
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let got = r as u64;
+            if got == 0 {
+                return Err(io::Error::from(if slot.io == Io::Read {
+                    io::ErrorKind::UnexpectedEof
+                } else {
+                    io::ErrorKind::WriteZero
+                }));
+            }
+            if got > slot.total - slot.done {
+                return Err(io::Error::other(
+                    "the kernel reported more bytes than asked",
+                ));
+            }
+            slot.done += got;
+            advance(&mut slot.iov, got as usize);
+        }
+        Ok(())
     }
 
     fn complete(&mut self, idx: usize, res: i32) -> Option<Finished> {
@@ -348,6 +451,13 @@ impl Drop for Ring {
     /// reads or writes is freed. If the ring stops working, the slots (and
     /// the regions they hold) are leaked instead.
     fn drop(&mut self) {
+        // Inline operations never reached the kernel, or are done.
+        for idx in std::mem::take(&mut self.queued) {
+            let _ = self.finish(idx, Ok(()));
+        }
+        for (idx, _) in std::mem::take(&mut self.ready) {
+            let _ = self.finish(idx, Ok(()));
+        }
         let mut stuck = 0;
         while self.in_flight() > 0 {
             match self.ring.submit_and_wait(1) {
