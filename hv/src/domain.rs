@@ -10,6 +10,7 @@ use pvio_grant::{ActiveGrants, EndAccess, GrantError, GrantTable};
 use pvio_shmem::{MemfdMem, Window};
 
 use crate::grants::Maptrack;
+use crate::hosted::remote::RemoteDomain;
 use crate::{HvError, Inner};
 
 /// The shape of a new domain.
@@ -77,7 +78,13 @@ pub(crate) struct DomainState {
     pub(crate) stats: Mutex<DomainStats>,
     dead: AtomicBool,
     pub(crate) dispatch: Arc<crate::events::Dispatch>,
+    /// Unique across the process's domains, ever: tells a destroyed
+    /// domain from a later one with the same id (hosted mode's memory
+    /// cache).
+    pub(crate) inc: u64,
 }
+
+static NEXT_INC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -100,8 +107,19 @@ impl DomainState {
             MemfdMem::new(&name("gnttab"), config.grant_frames * PAGE_SIZE)
                 .map_err(HvError::Memory)?,
         );
+        Self::from_parts(id, mem, table_mem, config)
+    }
+
+    /// A domain's state over existing memory and grant-table regions (a
+    /// hosted domain's process, over the daemon's memfds).
+    pub(crate) fn from_parts(
+        id: DomId,
+        mem: Arc<MemfdMem>,
+        table_mem: Arc<MemfdMem>,
+        config: &DomainConfig,
+    ) -> Result<Self, HvError> {
         let granter = GrantTable::new(table_mem.clone()).map_err(HvError::Grant)?;
-        let nr_frames = config.pages as u32;
+        let nr_frames = (mem.len() / PAGE_SIZE) as u32;
         Ok(DomainState {
             id,
             mem,
@@ -117,6 +135,7 @@ impl DomainState {
             stats: Mutex::new(DomainStats::default()),
             dead: AtomicBool::new(false),
             dispatch: Arc::default(),
+            inc: NEXT_INC.fetch_add(1, AtOrd::Relaxed),
         })
     }
 
@@ -142,8 +161,17 @@ impl DomainState {
 /// Cheap to clone; every clone is the same domain.
 #[derive(Clone)]
 pub struct Domain {
+    /// Embedded: the hypervisor. Hosted: a hypervisor private to the
+    /// process, unused but by [`Domain::store`] until the store is served
+    /// over the connection.
     pub(crate) hv: Arc<Inner>,
+    /// Guest-side state in both modes (memory, grant table, frame
+    /// allocator, event dispatch); the hypervisor-side parts (pins,
+    /// maptrack, counters) are used in embedded mode only.
     pub(crate) st: Arc<DomainState>,
+    /// Hosted mode: the daemon connection, which does the hypervisor-side
+    /// operations.
+    pub(crate) remote: Option<Arc<RemoteDomain>>,
 }
 
 impl fmt::Debug for Domain {
@@ -157,7 +185,45 @@ impl fmt::Debug for Domain {
 
 impl Domain {
     pub(crate) fn new(hv: Arc<Inner>, st: Arc<DomainState>) -> Self {
-        Domain { hv, st }
+        Domain {
+            hv,
+            st,
+            remote: None,
+        }
+    }
+
+    pub(crate) fn new_remote(
+        id: DomId,
+        mem: MemfdMem,
+        table: MemfdMem,
+        config: DomainConfig,
+        remote: Arc<RemoteDomain>,
+    ) -> Result<Self, HvError> {
+        let st = DomainState::from_parts(id, Arc::new(mem), Arc::new(table), &config)?;
+        Ok(Domain {
+            hv: Arc::new(Inner::detached()),
+            st: Arc::new(st),
+            remote: Some(remote),
+        })
+    }
+
+    /// Hosted mode: registers this process as domain `id` with the
+    /// hypervisor daemon listening on `socket_path`
+    /// ([`Daemon`](crate::hosted::Daemon)) and returns the domain, whose
+    /// methods then act through the daemon. The domain lives as long as
+    /// this process keeps the connection: when the process exits (or is
+    /// killed) the daemon destroys it.
+    pub fn connect_hosted(
+        socket_path: impl AsRef<std::path::Path>,
+        id: DomId,
+        config: DomainConfig,
+    ) -> Result<Domain, HvError> {
+        crate::hosted::connect(socket_path.as_ref(), id, config)
+    }
+
+    /// Whether this domain is hosted (its hypervisor is a daemon).
+    pub fn is_hosted(&self) -> bool {
+        self.remote.is_some()
     }
 
     /// This domain's id.
@@ -167,7 +233,7 @@ impl Domain {
 
     /// Whether the domain has been destroyed (every operation then fails).
     pub fn is_destroyed(&self) -> bool {
-        self.st.is_dead()
+        self.st.is_dead() || self.remote.as_ref().is_some_and(|r| r.is_dead())
     }
 
     /// Number of page frames of this domain's memory.
@@ -270,6 +336,7 @@ impl Domain {
         DomainEvents {
             evtchn: self.hv.evtchn.clone(),
             dom: self.st.id,
+            remote: self.remote.clone(),
         }
     }
 
@@ -281,6 +348,9 @@ impl Domain {
         &self,
         port: pvio_abi::Port,
     ) -> Result<crate::PortWaiter, pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return crate::PortWaiter::new_remote(&self.st.dispatch, r, port);
+        }
         crate::PortWaiter::new(&self.st.dispatch, &self.hv.evtchn, self.st.id, port)
     }
 
@@ -292,13 +362,16 @@ impl Domain {
 
     /// Counters of this domain's grant operations.
     pub fn stats(&self) -> DomainStats {
+        if let Some(r) = &self.remote {
+            return r.stats();
+        }
         *domain_lock(&self.st.stats)
     }
 
     // ------------------------------------------------------------ granter
 
     fn granter(&self) -> Result<MutexGuard<'_, GrantTable<Arc<MemfdMem>>>, GrantError> {
-        if self.st.is_dead() {
+        if self.is_destroyed() {
             return Err(GrantError::NoFreeRefs);
         }
         Ok(domain_lock(&self.st.granter))
@@ -360,11 +433,15 @@ pub(crate) use lock as domain_lock;
 pub struct DomainEvents {
     evtchn: pvio_evtchn::EventChannels,
     dom: DomId,
+    remote: Option<Arc<RemoteDomain>>,
 }
 
 impl DomainEvents {
     /// A new unbound port that `remote` may bind (a frontend's first step).
     pub fn alloc_unbound(&self, remote: DomId) -> Result<pvio_abi::Port, pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.alloc_unbound(remote);
+        }
         self.evtchn.alloc_unbound(self.dom, remote)
     }
 
@@ -375,27 +452,42 @@ impl DomainEvents {
         remote: DomId,
         remote_port: pvio_abi::Port,
     ) -> Result<pvio_abi::Port, pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.bind(remote, remote_port);
+        }
         self.evtchn.bind_interdomain(self.dom, remote, remote_port)
     }
 
     /// Signals the peer of `port`.
     #[inline]
     pub fn send(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.send(port);
+        }
         self.evtchn.send(self.dom, port)
     }
 
     /// Closes `port`.
     pub fn close(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.port_op(crate::hosted::wire_op::EV_CLOSE, port);
+        }
         self.evtchn.close(self.dom, port)
     }
 
     /// Masks `port`.
     pub fn mask(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.port_op(crate::hosted::wire_op::EV_MASK, port);
+        }
         self.evtchn.mask(self.dom, port)
     }
 
     /// Unmasks `port`, delivering a pending event once.
     pub fn unmask(&self, port: pvio_abi::Port) -> Result<(), pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.port_op(crate::hosted::wire_op::EV_UNMASK, port);
+        }
         self.evtchn.unmask(self.dom, port)
     }
 
@@ -404,11 +496,19 @@ impl DomainEvents {
         &self,
         port: pvio_abi::Port,
     ) -> Result<pvio_evtchn::PortStatus, pvio_evtchn::EvtchnError> {
+        if let Some(r) = &self.remote {
+            return r.status(port);
+        }
         self.evtchn.status(self.dom, port)
     }
 
-    /// The domain's waiter (one per domain).
+    /// The domain's waiter (one per domain). A hosted domain has none
+    /// (`Busy`): its process's dispatcher waits, use port waiters.
     pub fn waiter(&self) -> Result<pvio_evtchn::Waiter, pvio_evtchn::EvtchnError> {
+        if self.remote.is_some() {
+            // The process's dispatcher owns event waiting (port waiters).
+            return Err(pvio_evtchn::EvtchnError::Busy);
+        }
         self.evtchn.waiter(self.dom)
     }
 }

@@ -13,6 +13,7 @@ use pvio_abi::{DomId, Port};
 use pvio_evtchn::{EventChannels, EvtchnError};
 
 use crate::domain::domain_lock;
+use crate::hosted::remote::RemoteDomain;
 
 /// One port's mailbox.
 #[derive(Debug, Default)]
@@ -57,21 +58,43 @@ impl Dispatch {
             .name(format!("pvio-evtchn-dom{}", dom.0))
             .spawn(move || {
                 while let Ok(pending) = waiter.wait(Duration::from_millis(200)) {
-                    let slots = domain_lock(&me.slots);
                     for port in pending.iter() {
-                        if let Some(s) = slots.get(&port.0) {
-                            s.pending.store(true, Ordering::Release);
-                            s.wake();
-                        }
+                        me.deliver(port);
                     }
                 }
-                for s in domain_lock(&me.slots).values() {
-                    s.gone.store(true, Ordering::Release);
-                    s.wake();
-                }
+                me.finish();
             })
             .map_err(|_| EvtchnError::Busy)?;
         Ok(())
+    }
+
+    /// Starts the dispatcher thread of a hosted domain (once).
+    fn start_remote(self: &Arc<Self>, remote: &Arc<RemoteDomain>) -> Result<(), EvtchnError> {
+        if self.started.set(()).is_err() {
+            return Ok(());
+        }
+        let (me, r) = (self.clone(), remote.clone());
+        std::thread::Builder::new()
+            .name(format!("pvio-evtchn-dom{}", r.id.0))
+            .spawn(move || r.run_dispatcher(me))
+            .map_err(|_| EvtchnError::Busy)?;
+        Ok(())
+    }
+
+    /// Hands an event on `port` to the thread waiting on it.
+    pub(crate) fn deliver(&self, port: Port) {
+        if let Some(s) = domain_lock(&self.slots).get(&port.0) {
+            s.pending.store(true, Ordering::Release);
+            s.wake();
+        }
+    }
+
+    /// The domain is gone: every waiter fails from now on.
+    pub(crate) fn finish(&self) {
+        for s in domain_lock(&self.slots).values() {
+            s.gone.store(true, Ordering::Release);
+            s.wake();
+        }
     }
 }
 
@@ -91,6 +114,16 @@ impl PortWaiter {
     ) -> Result<Self, EvtchnError> {
         let slot = dispatch.slot(port);
         dispatch.start(evtchn, dom)?;
+        Ok(PortWaiter { slot, port })
+    }
+
+    pub(crate) fn new_remote(
+        dispatch: &Arc<Dispatch>,
+        remote: &Arc<RemoteDomain>,
+        port: Port,
+    ) -> Result<Self, EvtchnError> {
+        let slot = dispatch.slot(port);
+        dispatch.start_remote(remote)?;
         Ok(PortWaiter { slot, port })
     }
 

@@ -226,6 +226,9 @@ impl Domain {
         gref: GrantRef,
         readonly: bool,
     ) -> Result<GrantHandle, GntStatus> {
+        if let Some(r) = &self.remote {
+            return r.map(&[(granter, gref)], readonly)[0].map(|(h, _, _)| h);
+        }
         let r = self.map_grant_inner(granter, gref, readonly);
         self.count(r.is_ok());
         r
@@ -276,6 +279,13 @@ impl Domain {
         grants: &[(DomId, GrantRef)],
         readonly: bool,
     ) -> Vec<Result<GrantHandle, GntStatus>> {
+        if let Some(r) = &self.remote {
+            return r
+                .map(grants, readonly)
+                .into_iter()
+                .map(|x| x.map(|(h, _, _)| h))
+                .collect();
+        }
         grants
             .iter()
             .map(|&(d, g)| self.map_grant(d, g, readonly))
@@ -285,6 +295,9 @@ impl Domain {
     /// Unmaps `handle` (`GNTTABOP_unmap_grant_ref`). An unknown or already
     /// unmapped handle is `BadHandle` and changes nothing (G8).
     pub fn unmap_grant(&self, handle: GrantHandle) -> Result<(), GntStatus> {
+        if let Some(r) = &self.remote {
+            return r.unmap(&[handle])[0];
+        }
         let e = domain_lock(&self.st.maptrack)
             .remove(handle.0)
             .ok_or(GntStatus::BadHandle);
@@ -298,7 +311,60 @@ impl Domain {
 
     /// Mappings this domain holds.
     pub fn live_mappings(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.live_mappings();
+        }
         domain_lock(&self.st.maptrack).live()
+    }
+
+    /// The frame behind mapping `handle` and its granter's incarnation
+    /// (hosted mode's daemon).
+    pub(crate) fn mapping_info(&self, handle: GrantHandle) -> Result<(u32, u64), GntStatus> {
+        let mt = domain_lock(&self.st.maptrack);
+        let e = mt.get(handle.0).ok_or(GntStatus::BadHandle)?;
+        Ok((e.frame, e.granter.inc))
+    }
+
+    /// The memory of granter `granter` (incarnation `inc`) if this domain
+    /// has one of its grants mapped now, else `None` (hosted mode: the
+    /// daemon hands a granter's memory only to its current mappers).
+    pub(crate) fn mapped_granter_mem(&self, granter: DomId, inc: u64) -> Option<Arc<MemfdMem>> {
+        let mt = domain_lock(&self.st.maptrack);
+        mt.slots
+            .iter()
+            .flatten()
+            .find(|e| e.granter.id == granter && e.granter.inc == inc)
+            .map(|e| e.granter.mem.clone())
+    }
+
+    /// Hosted mode: maps a batch in one message and forms the windows on
+    /// the granter's memory, mapped in this process. All or nothing.
+    fn remote_map(
+        &self,
+        r: &crate::hosted::remote::RemoteDomain,
+        granter: DomId,
+        grefs: &[GrantRef],
+        readonly: bool,
+    ) -> Result<RemotePages, GntStatus> {
+        let req: Vec<(DomId, GrantRef)> = grefs.iter().map(|&g| (granter, g)).collect();
+        let res = r.map(&req, readonly);
+        let ok: Vec<(GrantHandle, u32, u64)> = res.iter().filter_map(|x| x.ok()).collect();
+        let first_err = res.iter().find_map(|x| x.err());
+        let mem = match (first_err, ok.first()) {
+            (None, Some(&(_, _, inc))) => r.granter_mem(granter, inc),
+            (Some(e), _) => Err(e),
+            (None, None) => Err(GntStatus::GeneralError),
+        };
+        let handles: Vec<GrantHandle> = ok.iter().map(|x| x.0).collect();
+        match mem {
+            Ok(m) => Ok((m, handles, ok.iter().map(|x| x.1).collect())),
+            Err(e) => {
+                if !handles.is_empty() {
+                    let _ = r.unmap(&handles);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The frame behind a writable mapping `handle`.
@@ -315,6 +381,14 @@ impl Domain {
     /// Maps `gref` of `granter` writable, as a region that unmaps itself
     /// when dropped.
     pub fn map(&self, granter: DomId, gref: GrantRef) -> Result<Mapping, GntStatus> {
+        if let Some(r) = &self.remote {
+            let (mem, h, f) = self.remote_map(r, granter, &[gref], false)?;
+            return Ok(Mapping {
+                win: frame_window(mem, f[0]).ok_or(GntStatus::BadPage)?,
+                handle: h[0],
+                dom: self.clone(),
+            });
+        }
         let handle = self.map_grant(granter, gref, false)?;
         let (win, _) = self.mapped_window(handle)?;
         Ok(Mapping {
@@ -331,6 +405,14 @@ impl Domain {
         granter: DomId,
         gref: GrantRef,
     ) -> Result<ReadOnlyMapping, GntStatus> {
+        if let Some(r) = &self.remote {
+            let (mem, h, f) = self.remote_map(r, granter, &[gref], true)?;
+            return Ok(ReadOnlyMapping {
+                win: frame_window(mem, f[0]).ok_or(GntStatus::BadPage)?,
+                handle: h[0],
+                dom: self.clone(),
+            });
+        }
         let handle = self.map_grant(granter, gref, true)?;
         let (win, _) = self.mapped_window(handle)?;
         Ok(ReadOnlyMapping {
@@ -345,6 +427,11 @@ impl Domain {
     /// §9). All or nothing: on any failure the pages mapped so far are
     /// unmapped and the first error is returned.
     pub fn map_pages(&self, granter: DomId, grefs: &[GrantRef]) -> Result<MappedPages, GntStatus> {
+        if let Some(r) = &self.remote {
+            let (mem, handles, frames) = self.remote_map(r, granter, grefs, false)?;
+            return MappedPages::new(self.clone(), &mem, handles, &frames)
+                .ok_or(GntStatus::BadPage);
+        }
         let mut handles = Vec::with_capacity(grefs.len());
         let mut frames = Vec::with_capacity(grefs.len());
         for &g in grefs {
@@ -368,7 +455,7 @@ impl Domain {
             }
         }
         let g = self.granter_state(granter)?;
-        MappedPages::new(self.clone(), &g, handles, &frames).ok_or(GntStatus::BadPage)
+        MappedPages::new(self.clone(), &g.mem, handles, &frames).ok_or(GntStatus::BadPage)
     }
 
     /// Performs a batch of grant copies (`GNTTABOP_copy`), setting each
@@ -382,6 +469,9 @@ impl Domain {
     /// every grant, copy, unpin — holding a granter's pin lock across a run
     /// of operations on that granter rather than twice per operation.
     pub fn grant_copy(&self, ops: &mut [CopyOp<'_>]) -> usize {
+        if let Some(r) = &self.remote {
+            return r.copy(ops);
+        }
         // Pass 0: the granters named in the batch (usually one).
         let mut granters: Vec<(DomId, Option<Arc<DomainState>>)> = Vec::new();
         let mut index = |d: DomId| match granters.iter().position(|(x, _)| *x == d) {
@@ -611,6 +701,15 @@ impl<'a> Pins<'a> {
             let _ = active.unpin(&*st.table_mem, gref, kind);
         }
     }
+}
+
+/// A hosted mapping: the granter's memory, the handles and the frames.
+type RemotePages = (Arc<MemfdMem>, Vec<GrantHandle>, Vec<u32>);
+
+/// The one-page window of frame `f` of `mem`.
+fn frame_window(mem: Arc<MemfdMem>, f: u32) -> Option<Window<Arc<MemfdMem>>> {
+    let off = (f as usize).checked_mul(PAGE_SIZE)?;
+    Window::new(mem, off, PAGE_SIZE).ok()
 }
 
 fn check_in_page(offset: u16, len: usize) -> Result<(), GntStatus> {

@@ -24,6 +24,7 @@
 mod domain;
 mod events;
 mod grants;
+pub mod hosted;
 mod pages;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,8 @@ pub enum HvError {
     Evtchn(EvtchnError),
     /// Introducing the domain to the store failed.
     Store(XsError),
+    /// Hosted mode: talking to the daemon failed, or it refused.
+    Hosted(std::io::Error),
 }
 
 impl fmt::Display for HvError {
@@ -72,6 +75,7 @@ impl fmt::Display for HvError {
             HvError::Grant(e) => write!(f, "domain grant table: {e}"),
             HvError::Evtchn(e) => write!(f, "domain event channels: {e}"),
             HvError::Store(e) => write!(f, "domain store entry: {e}"),
+            HvError::Hosted(e) => write!(f, "hypervisor daemon: {e}"),
         }
     }
 }
@@ -85,6 +89,15 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// A hypervisor with no domains, behind a hosted domain.
+    pub(crate) fn detached() -> Self {
+        Inner {
+            domains: RwLock::new(BTreeMap::new()),
+            evtchn: EventChannels::new(),
+            store: Store::new(),
+        }
+    }
+
     /// The live domain `id`, if any.
     pub(crate) fn domain(&self, id: DomId) -> Option<Arc<DomainState>> {
         self.domains

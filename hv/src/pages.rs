@@ -6,7 +6,7 @@ use std::sync::Arc;
 use pvio_abi::{GrantHandle, PAGE_SIZE};
 use pvio_shmem::{MemError, MemfdMem, Ordering, Pod, RawView, SharedMem, Window};
 
-use crate::domain::{Domain, DomainState};
+use crate::domain::Domain;
 
 /// The pages of a multi-page mapping: one window when the granted frames
 /// are consecutive in the granter's memory (the usual case: frontends
@@ -36,29 +36,30 @@ impl fmt::Debug for MappedPages {
 impl MappedPages {
     pub(crate) fn new(
         dom: Domain,
-        granter: &DomainState,
+        granter: &Arc<MemfdMem>,
         handles: Vec<GrantHandle>,
         frames: &[u32],
     ) -> Option<Self> {
+        let nr_frames = granter.len() / PAGE_SIZE;
+        let frame_window = |f: u32| {
+            ((f as usize) < nr_frames)
+                .then(|| Window::new(granter.clone(), f as usize * PAGE_SIZE, PAGE_SIZE).ok())
+                .flatten()
+        };
         let consecutive = frames.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
         let pages = if consecutive && !frames.is_empty() {
             let first = frames[0] as usize;
-            if first + frames.len() > granter.nr_frames as usize {
+            if first + frames.len() > nr_frames {
                 return None;
             }
             Pages::One(
-                Window::new(
-                    granter.mem.clone(),
-                    first * PAGE_SIZE,
-                    frames.len() * PAGE_SIZE,
-                )
-                .ok()?,
+                Window::new(granter.clone(), first * PAGE_SIZE, frames.len() * PAGE_SIZE).ok()?,
             )
         } else {
             Pages::Many(
                 frames
                     .iter()
-                    .map(|&f| granter.frame_window(f))
+                    .map(|&f| frame_window(f))
                     .collect::<Option<Vec<_>>>()?,
             )
         };

@@ -73,7 +73,7 @@ pub use instrument::{Access, AccessKind, AccessLog};
 #[cfg(feature = "loom")]
 pub use loom_mem::LoomMem;
 #[cfg(feature = "std")]
-pub use memfd::{MemfdError, MemfdMem};
+pub use memfd::{MemfdError, MemfdMem, recv_with_fds};
 pub use window::Window;
 
 /// Alignment check of the default `read_pod`/`write_pod` (regions start

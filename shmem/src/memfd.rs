@@ -22,8 +22,9 @@ pub enum MemfdError {
         /// The OS error.
         err: std::io::Error,
     },
-    /// An fd received from a peer lacks `F_SEAL_SHRINK`: the peer could
-    /// truncate it and make our accesses fault (SECURITY.md L3).
+    /// An fd received from a peer lacks `F_SEAL_SHRINK` or `F_SEAL_GROW`:
+    /// the peer could change its size under our mapping and make our
+    /// accesses fault (SECURITY.md L3).
     NotSealed {
         /// The seals the fd does have.
         seals: i32,
@@ -37,7 +38,7 @@ impl fmt::Display for MemfdError {
             MemfdError::Sys { what, err } => write!(f, "{what}: {err}"),
             MemfdError::NotSealed { seals } => write!(
                 f,
-                "memfd is not sealed against shrinking (seals {seals:#x}); refusing to map it"
+                "memfd is not sealed against shrinking and growing (seals {seals:#x}); refusing to map it"
             ),
         }
     }
@@ -65,7 +66,7 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> MemfdError {
 /// `SCM_RIGHTS`), which maps the same pages with [`MemfdMem::from_fd`]. The
 /// size is fixed: regions created here are sealed with `F_SEAL_SHRINK`,
 /// `F_SEAL_GROW` and `F_SEAL_SEAL`, and an fd from a peer is mapped only if it
-/// carries `F_SEAL_SHRINK`, so no peer can truncate the file under our mapping
+/// carries `F_SEAL_SHRINK` and `F_SEAL_GROW`, so no peer can truncate the file under our mapping
 /// and turn our accesses into `SIGBUS`.
 #[derive(Debug)]
 pub struct MemfdMem {
@@ -100,10 +101,12 @@ impl MemfdMem {
     }
 
     /// Maps a memfd received from a peer. Fails unless it is sealed against
-    /// shrinking; the size is taken from the file.
+    /// shrinking and growing (`F_SEAL_SHRINK | F_SEAL_GROW`: SECURITY.md L3);
+    /// the size is taken from the file.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, MemfdError> {
         let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS"))?;
-        if seals & SealFlag::F_SEAL_SHRINK.bits() == 0 {
+        let need = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+        if seals & need != need {
             return Err(MemfdError::NotSealed { seals });
         }
         let st = nix::sys::stat::fstat(&fd).map_err(sys("fstat memfd"))?;
@@ -161,3 +164,49 @@ impl MemfdMem {
 }
 
 crate::impl_shared_mem_via_raw!(MemfdMem);
+
+/// Receives bytes into `buf` from a Unix socket with `recvmsg`, and the file
+/// descriptors sent with them (`SCM_RIGHTS`, at most `max_fds`), which
+/// become owned here (close-on-exec). `Ok((0, _))` is end of stream.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> std::io::Result<(usize, std::vec::Vec<OwnedFd>)> {
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut cbuf = std::vec![0u8; nix::sys::socket::cmsg_space::<RawFd>() * max_fds.max(1)];
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let (n, raw) = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cbuf),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => {
+                let mut raw: std::vec::Vec<RawFd> = std::vec::Vec::new();
+                if let Ok(cmsgs) = m.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(v) = c {
+                            raw.extend(v);
+                        }
+                    }
+                }
+                break (m.bytes, raw);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let fds = raw
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: the kernel just installed `fd` in this process for this
+            // SCM_RIGHTS message; nothing else owns or closes it.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .collect();
+    Ok((n, fds))
+}

@@ -1,0 +1,133 @@
+//! Hosted mode: the hypervisor as a daemon on a Unix socket, each domain a
+//! separate process, running the same driver code as embedded mode.
+//!
+//! * [`Daemon::serve`] owns an embedded [`Hypervisor`](crate::Hypervisor)
+//!   and accepts connections; one connection is one domain process.
+//! * [`Domain::connect_hosted`](crate::Domain::connect_hosted) registers the
+//!   calling process as a domain and returns a [`Domain`](crate::Domain)
+//!   whose methods work remotely.
+//!
+//! # What lives where
+//! Guest-side state lives in the domain process: its memory (the daemon's
+//! memfd of that domain, received with `SCM_RIGHTS` and mapped), its frame
+//! allocator, its grant table (the granter logic runs on the shared
+//! grant-table memfd; the daemon validates maps and copies against the same
+//! memory with the compare-exchange protocol of `spec/grant.md` §2.2), and
+//! its event waiting. Hypervisor-side state lives in the daemon: pins,
+//! maptrack, port routing, and the store.
+//!
+//! # Protocol (`wire.rs`)
+//! Length-prefixed little-endian messages, strictly request then reply, fds
+//! by `SCM_RIGHTS`. `REGISTER` (id, config, the process's eventfd) answers
+//! with the domain's memory, grant-table and control-page memfds. `MAP`
+//! and `UNMAP` carry a batch of grants each (a multi-page ring is one
+//! message); `MAP` answers each with status, handle, frame and the
+//! granter's incarnation, and `GET_MEM` returns the granter's memory memfd
+//! only while the caller has one of that granter's grants mapped (the
+//! client caches it while any mapping of it is alive). `COPY` carries a
+//! batch of grant copies (with the data of buffer sources) and is done by
+//! the daemon, which maps every domain. The event-channel control
+//! operations (`EV_*`) go to the daemon; `send` does not (below).
+//!
+//! # Event channels: the fast path
+//! When a port is bound, the daemon creates a one-page *channel page*
+//! (sealed memfd) holding, for each end, a pending and a mask word, plus a
+//! state word (0 while connected). Each end's process gets the page and
+//! the *peer's* eventfd (`EV_SYNC`; a domain learns that its set of
+//! channels changed from a generation counter in its control page, bumped
+//! by the daemon, which also writes the domain's eventfd). `send` is a
+//! `fetch_or` of the peer's pending word, and an eventfd write only if the
+//! word was 0 and the peer's end is unmasked: a coalesced event costs no
+//! system call and the daemon never sees a send. A per-process dispatcher
+//! thread polls the process's eventfd and hands pending ports to their
+//! [`PortWaiter`](crate::PortWaiter)s.
+//!
+//! # What memory a domain process can reach
+//! Its own memory and grant table; the one-page channel pages of its own
+//! event channels and the eventfds of its channels' peers; and the whole
+//! memory memfd of every domain that has granted it a page it has mapped,
+//! from its first successful map of that granter's grant until its last
+//! mapping of that granter is unmapped (the fd is then closed and the
+//! mapping dropped; the daemon gives it out again only against a new live
+//! mapping). It never receives another domain's grant table, nor the
+//! memory of a domain that granted it nothing it mapped; a grant copy is
+//! done by the daemon and hands it nothing. A mapped granter's other
+//! frames are *reachable* by a hostile process (it holds the fd) but not
+//! through the [`Domain`](crate::Domain) API, which only ever forms
+//! windows on validated frames. Finer granularity (memory split into
+//! several memfds, only the chunks holding mapped frames sent) is future
+//! work.
+//!
+//! Domain death (connection EOF: the process exited or was killed) destroys
+//! the domain in the daemon's hypervisor exactly as an embedded destroy
+//! does (SECURITY.md L1); its channels are marked closed and their peers
+//! woken.
+//!
+//! Not yet: the store over the connection (until the xenstore wire protocol
+//! lands, [`Domain::store`](crate::Domain::store) of a hosted domain is a
+//! connection to a store private to the process), and channels between a
+//! hosted domain and one created directly in the daemon's hypervisor.
+
+mod daemon;
+pub(crate) mod remote;
+mod wire;
+
+use std::io;
+
+use pvio_abi::grant::GntStatus;
+use pvio_abi::{DomId, Port};
+use pvio_evtchn::EvtchnError;
+
+pub use daemon::Daemon;
+pub(crate) use daemon::connect;
+pub(crate) use wire::op as wire_op;
+
+/// Byte offsets in a channel page.
+pub(crate) const fn pend_off(side: usize) -> usize {
+    side * 8
+}
+pub(crate) const fn mask_off(side: usize) -> usize {
+    side * 8 + 4
+}
+/// 0: connected; 1: closed by an end; 2: an end's domain is gone.
+pub(crate) const STATE: usize = 16;
+
+pub(crate) fn gnt_status(v: i16) -> GntStatus {
+    GntStatus::try_from(v).unwrap_or(GntStatus::GeneralError)
+}
+
+pub(crate) fn put_ev_result(e: &mut wire::Enc, r: Result<(), EvtchnError>) {
+    let (k, d, p) = match r {
+        Ok(()) => (0, 0, 0),
+        Err(EvtchnError::NoSuchDomain(d)) => (1, d.0, 0),
+        Err(EvtchnError::DomainExists(d)) => (2, d.0, 0),
+        Err(EvtchnError::InvalidArgument) => (3, 0, 0),
+        Err(EvtchnError::InvalidPort(p)) => (4, 0, p.0),
+        Err(EvtchnError::NotBindable {
+            remote_dom,
+            remote_port,
+        }) => (5, remote_dom.0, remote_port.0),
+        Err(EvtchnError::NoSpace) => (6, 0, 0),
+        Err(EvtchnError::Closed(p)) => (7, 0, p.0),
+        Err(_) => (8, 0, 0),
+    };
+    e.u8(k).u16(d).u32(p);
+}
+
+pub(crate) fn get_ev_result(d: &mut wire::Dec) -> io::Result<Result<(), EvtchnError>> {
+    let (k, dom, p) = (d.u8()?, DomId(d.u16()?), Port(d.u32()?));
+    Ok(match k {
+        0 => Ok(()),
+        1 => Err(EvtchnError::NoSuchDomain(dom)),
+        2 => Err(EvtchnError::DomainExists(dom)),
+        3 => Err(EvtchnError::InvalidArgument),
+        4 => Err(EvtchnError::InvalidPort(p)),
+        5 => Err(EvtchnError::NotBindable {
+            remote_dom: dom,
+            remote_port: p,
+        }),
+        6 => Err(EvtchnError::NoSpace),
+        7 => Err(EvtchnError::Closed(p)),
+        _ => Err(EvtchnError::Busy),
+    })
+}
