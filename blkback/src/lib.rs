@@ -300,7 +300,7 @@ fn control(
 /// the event channels, publishes the disk's properties, starts the workers.
 fn connect(
     dom: &Domain,
-    xs: &pvio_xenbus::Conn,
+    xs: &pvio_xenbus::Client,
     dev: &DevicePaths,
     disk: &Arc<dyn Disk>,
     cfg: &BlkbackConfig,

@@ -15,6 +15,9 @@ use pvio_ring::BackRing;
 use crate::StatsCell;
 use crate::request::{self, Limits, Plan, SEGS_PER_INDIRECT_PAGE};
 
+/// Longest wait for a disk completion before the ring is looked at again.
+const DISK_WAIT: Duration = Duration::from_micros(20);
+
 /// Requests taken per poll (bounded work per notification: R8).
 const MAX_PER_POLL: u32 = 64;
 
@@ -201,8 +204,10 @@ impl Worker {
             }
             let live = inflight.iter().filter(|x| x.is_some()).count();
             if live > 0 {
-                // The disk has work: wait for a completion.
-                let _ = self.disk.reap(1, &mut done);
+                // The disk has work: wait for a completion, but not so long
+                // that new requests sit on the ring meanwhile (the frontend
+                // does not notify a worker that is not asleep).
+                let _ = self.disk.reap_timeout(1, DISK_WAIT, &mut done);
                 continue;
             }
             // Idle: poll a little, then re-arm and sleep.

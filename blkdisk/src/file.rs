@@ -5,6 +5,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pvio_shmem::{HeapMem, PAGE_SIZE};
 
@@ -360,6 +361,29 @@ impl DiskQueue for UringQueue {
                 .wait((want - got).min(pending))
                 .map_err(DiskError::Io)?;
         }
+    }
+
+    fn reap_timeout(
+        &mut self,
+        min: usize,
+        timeout: Duration,
+        out: &mut Vec<Completion>,
+    ) -> Result<usize, DiskError> {
+        let start = out.len();
+        let want = min.min(self.in_flight());
+        out.append(&mut self.ready);
+        self.collect(out)?;
+        let got = out.len() - start;
+        let pending = self.ring.in_flight();
+        if got >= want || pending == 0 {
+            return Ok(got);
+        }
+        // One bounded wait (ETIME when it runs out), then whatever came.
+        self.ring
+            .wait_timeout((want - got).min(pending), timeout)
+            .map_err(DiskError::Io)?;
+        self.collect(out)?;
+        Ok(out.len() - start)
     }
 
     fn in_flight(&self) -> usize {

@@ -200,6 +200,18 @@ pub trait DiskQueue: Send {
     /// Moves finished operations to `out`, waiting until at least `min` are
     /// available (0: do not wait). Returns how many were moved.
     fn reap(&mut self, min: usize, out: &mut Vec<Completion>) -> Result<usize, DiskError>;
+    /// Like [`DiskQueue::reap`], but gives up waiting after `timeout` (a
+    /// worker that must also watch its ring for new requests waits this
+    /// way). Backends whose operations complete at `submit` never wait.
+    fn reap_timeout(
+        &mut self,
+        min: usize,
+        timeout: std::time::Duration,
+        out: &mut Vec<Completion>,
+    ) -> Result<usize, DiskError> {
+        let _ = timeout;
+        self.reap(min, out)
+    }
     /// Operations pushed and not yet reaped.
     fn in_flight(&self) -> usize;
     /// How many more operations `push` accepts now.

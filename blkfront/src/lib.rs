@@ -283,7 +283,7 @@ pub struct Blkfront {
     dom: Domain,
     dev: DevicePaths,
     cfg: BlkfrontConfig,
-    xs: pvio_xenbus::Conn,
+    xs: pvio_xenbus::Client,
     conn: Option<Connection>,
     info: DeviceInfo,
     pool: Pool,

@@ -356,8 +356,8 @@ impl Domain {
 
     /// A new connection to the store as this domain (relative paths resolve
     /// under `/local/domain/<id>`; permissions are this domain's).
-    pub fn store(&self) -> pvio_xenbus::Conn {
-        self.hv.store.connect(self.st.id)
+    pub fn store(&self) -> pvio_xenbus::Client {
+        pvio_xenbus::Client::Local(self.hv.store.connect(self.st.id))
     }
 
     /// Counters of this domain's grant operations.

@@ -440,7 +440,7 @@ struct QueueRes {
 /// channels, starts the queue threads.
 fn connect(
     dom: &Domain,
-    xs: &pvio_xenbus::Conn,
+    xs: &pvio_xenbus::Client,
     dev: &DevicePaths,
     port: &Arc<dyn Port>,
     cfg: &NetbackConfig,

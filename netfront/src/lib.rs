@@ -309,7 +309,7 @@ pub struct Netfront {
     dom: Domain,
     dev: DevicePaths,
     cfg: NetfrontConfig,
-    xs: pvio_xenbus::Conn,
+    xs: pvio_xenbus::Client,
     queues: Vec<Queue>,
     pool: Pool,
     info: NetInfo,

@@ -1,5 +1,6 @@
 //! [`XsClient`]: the store interface drivers program against, implemented
-//! by [`Conn`] (and, later, by a client of the xenstore wire protocol); the
+//! by [`Conn`] and by [`WireConn`] (the xenstore wire protocol), and
+//! [`Client`], either of them; the
 //! [`Txn`] handle and the retry loop [`with_transaction`]
 //! (spec/xenbus.md §3 "in one transaction, retried on EAGAIN", §6.4).
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use pvio_abi::DomId;
 
-use crate::{Conn, Perms, TxId, WatchEvent, XsError};
+use crate::wire::WireConn;
+use crate::{Conn, ConnStats, Perms, TxId, WatchEvent, XsError};
 
 /// The operations of a XenStore connection, as a driver sees them
 /// (`XS_*` requests of spec/xenbus.md §6.3). Every node operation takes an
@@ -302,4 +304,215 @@ where
         }
     }
     Err(XsError::Again.into())
+}
+
+/// A store connection of either kind: [`Conn`] in the hypervisor's process
+/// (embedded mode) or [`WireConn`] over the xenstore wire protocol (hosted
+/// mode). What `Domain::store()` hands to drivers; it has the inherent
+/// methods of [`Conn`] that drivers call, and implements [`XsClient`].
+#[derive(Debug)]
+pub enum Client {
+    /// A connection to a [`crate::Store`] in this process.
+    Local(Conn),
+    /// A connection over a Unix stream.
+    Wire(WireConn),
+}
+
+impl From<Conn> for Client {
+    fn from(c: Conn) -> Client {
+        Client::Local(c)
+    }
+}
+
+impl From<WireConn> for Client {
+    fn from(c: WireConn) -> Client {
+        Client::Wire(c)
+    }
+}
+
+macro_rules! either {
+    ($self:expr, $c:ident => $e:expr) => {
+        match $self {
+            Client::Local($c) => $e,
+            Client::Wire($c) => $e,
+        }
+    };
+}
+
+impl Client {
+    /// The domain the connection speaks for.
+    pub fn domid(&self) -> DomId {
+        either!(self, c => c.domid())
+    }
+
+    /// The local connection, if this is one.
+    pub fn as_local(&self) -> Option<&Conn> {
+        match self {
+            Client::Local(c) => Some(c),
+            Client::Wire(_) => None,
+        }
+    }
+
+    /// The wire connection, if this is one.
+    pub fn as_wire(&self) -> Option<&WireConn> {
+        match self {
+            Client::Wire(c) => Some(c),
+            Client::Local(_) => None,
+        }
+    }
+
+    /// `XS_GET_DOMAIN_PATH`: `/local/domain/<domid>`.
+    pub fn get_domain_path(&self, domid: DomId) -> String {
+        crate::path::domain_path(domid)
+    }
+
+    /// True once the connection was closed (domain released, or stream
+    /// broken): every request then fails with `EIO`.
+    pub fn is_closed(&self) -> bool {
+        either!(self, c => c.is_closed())
+    }
+
+    /// `XS_READ`.
+    pub fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
+        self.read_in(None, path)
+    }
+    /// `XS_READ`, optionally inside a transaction.
+    pub fn read_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<u8>, XsError> {
+        either!(self, c => c.read_in(tx, path))
+    }
+    /// `XS_WRITE` (creates missing parents).
+    pub fn write(&self, path: &str, value: &[u8]) -> Result<(), XsError> {
+        self.write_in(None, path, value)
+    }
+    /// `XS_WRITE`, optionally inside a transaction.
+    pub fn write_in(&self, tx: Option<TxId>, path: &str, value: &[u8]) -> Result<(), XsError> {
+        either!(self, c => c.write_in(tx, path, value))
+    }
+    /// `XS_MKDIR`.
+    pub fn mkdir(&self, path: &str) -> Result<(), XsError> {
+        self.mkdir_in(None, path)
+    }
+    /// `XS_MKDIR`, optionally inside a transaction.
+    pub fn mkdir_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+        either!(self, c => c.mkdir_in(tx, path))
+    }
+    /// `XS_RM` (recursive).
+    pub fn rm(&self, path: &str) -> Result<(), XsError> {
+        self.rm_in(None, path)
+    }
+    /// `XS_RM`, optionally inside a transaction.
+    pub fn rm_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+        either!(self, c => c.rm_in(tx, path))
+    }
+    /// `XS_DIRECTORY`.
+    pub fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
+        self.directory_in(None, path)
+    }
+    /// `XS_DIRECTORY`, optionally inside a transaction.
+    pub fn directory_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<String>, XsError> {
+        either!(self, c => c.directory_in(tx, path))
+    }
+    /// `XS_GET_PERMS`.
+    pub fn get_perms(&self, path: &str) -> Result<Perms, XsError> {
+        self.get_perms_in(None, path)
+    }
+    /// `XS_GET_PERMS`, optionally inside a transaction.
+    pub fn get_perms_in(&self, tx: Option<TxId>, path: &str) -> Result<Perms, XsError> {
+        either!(self, c => c.get_perms_in(tx, path))
+    }
+    /// `XS_SET_PERMS`.
+    pub fn set_perms(&self, path: &str, perms: &Perms) -> Result<(), XsError> {
+        self.set_perms_in(None, path, perms)
+    }
+    /// `XS_SET_PERMS`, optionally inside a transaction.
+    pub fn set_perms_in(&self, tx: Option<TxId>, path: &str, perms: &Perms) -> Result<(), XsError> {
+        either!(self, c => c.set_perms_in(tx, path, perms))
+    }
+    /// `XS_WATCH` (fires once at once).
+    pub fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        either!(self, c => c.watch(path, token))
+    }
+    /// `XS_UNWATCH`.
+    pub fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        either!(self, c => c.unwatch(path, token))
+    }
+    /// `XS_RESET_WATCHES`: drops every watch and open transaction.
+    pub fn reset_watches(&self) -> Result<(), XsError> {
+        either!(self, c => c.reset_watches())
+    }
+    /// `XS_TRANSACTION_START`.
+    pub fn transaction_start(&self) -> Result<TxId, XsError> {
+        either!(self, c => c.transaction_start())
+    }
+    /// `XS_TRANSACTION_END` (`EAGAIN` on conflict).
+    pub fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
+        either!(self, c => c.transaction_end(tx, commit))
+    }
+    /// Waits up to `timeout` for the next watch event.
+    pub fn next_event(&self, timeout: Duration) -> Option<WatchEvent> {
+        either!(self, c => c.next_event(timeout))
+    }
+    /// The next watch event, if one is pending.
+    pub fn try_next_event(&self) -> Option<WatchEvent> {
+        either!(self, c => c.try_next_event())
+    }
+    /// Waits up to `timeout` for a watch event with `token`, leaving others
+    /// queued.
+    pub fn next_event_for(&self, token: &str, timeout: Duration) -> Option<WatchEvent> {
+        either!(self, c => c.next_event_for(token, timeout))
+    }
+    /// Events pending on this side of the connection.
+    pub fn pending_events(&self) -> usize {
+        either!(self, c => c.pending_events())
+    }
+    /// The counters of a local connection (`None` for a wire one: the
+    /// server keeps those).
+    pub fn stats(&self) -> Option<ConnStats> {
+        self.as_local().map(Conn::stats)
+    }
+}
+
+impl XsClient for Client {
+    fn domid(&self) -> DomId {
+        Client::domid(self)
+    }
+    fn read_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<u8>, XsError> {
+        Client::read_in(self, tx, path)
+    }
+    fn write_in(&self, tx: Option<TxId>, path: &str, value: &[u8]) -> Result<(), XsError> {
+        Client::write_in(self, tx, path, value)
+    }
+    fn mkdir_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+        Client::mkdir_in(self, tx, path)
+    }
+    fn rm_in(&self, tx: Option<TxId>, path: &str) -> Result<(), XsError> {
+        Client::rm_in(self, tx, path)
+    }
+    fn directory_in(&self, tx: Option<TxId>, path: &str) -> Result<Vec<String>, XsError> {
+        Client::directory_in(self, tx, path)
+    }
+    fn get_perms_in(&self, tx: Option<TxId>, path: &str) -> Result<Perms, XsError> {
+        Client::get_perms_in(self, tx, path)
+    }
+    fn set_perms_in(&self, tx: Option<TxId>, path: &str, perms: &Perms) -> Result<(), XsError> {
+        Client::set_perms_in(self, tx, path, perms)
+    }
+    fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        Client::watch(self, path, token)
+    }
+    fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        Client::unwatch(self, path, token)
+    }
+    fn transaction_start(&self) -> Result<TxId, XsError> {
+        Client::transaction_start(self)
+    }
+    fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
+        Client::transaction_end(self, tx, commit)
+    }
+    fn next_event(&self, timeout: Duration) -> Option<WatchEvent> {
+        Client::next_event(self, timeout)
+    }
+    fn next_event_for(&self, token: &str, timeout: Duration) -> Option<WatchEvent> {
+        Client::next_event_for(self, token, timeout)
+    }
 }

@@ -11,6 +11,7 @@
 //! | [`device`] | spec/xenbus.md §1, §3–5; blkif.md §6, netif.md §5 (typed keys); SECURITY.md C3 |
 //! | [`backend`]: [`BackendMachine`] | spec/xenbus.md §3–5; SECURITY.md C4 |
 //! | [`toolstack`] | spec/xenbus.md §2, §4.2 |
+//! | [`wire`]: [`WireServer`], [`WireConn`], [`Client`] | spec/xenbus.md §6.2–6.4 (`xs_wire.h` framing), xenstored's socket |
 //!
 //! # Against hostile domains (SECURITY.md CTL)
 //! * C1/C2: every per-domain resource in the store is bounded by a
@@ -59,10 +60,12 @@ pub mod path;
 pub mod perms;
 pub mod store;
 pub mod toolstack;
+pub mod wire;
 
 pub use backend::{Action, BackendMachine, ConnectOn, Step};
-pub use client::{TRANSACTION_ATTEMPTS, Txn, XsClient, XsRead, with_transaction};
+pub use client::{Client, TRANSACTION_ATTEMPTS, Txn, XsClient, XsRead, with_transaction};
 pub use device::XenbusError;
 pub use error::{QuotaKind, XsError};
 pub use perms::{DOM0, Perm, PermEntry, Perms};
 pub use store::{Conn, ConnStats, Quota, Store, StoreStats, TxId, WatchEvent};
+pub use wire::{WireConn, WireServer};

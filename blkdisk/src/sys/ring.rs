@@ -294,6 +294,34 @@ impl Ring {
         }
     }
 
+    /// Like [`Ring::wait`], but waits at most `timeout` for the
+    /// completions (`IORING_ENTER_EXT_ARG`); running out of time is not an
+    /// error.
+    pub fn wait_timeout(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        self.run_inline();
+        if !self.ready.is_empty() {
+            return self.submit().map(drop);
+        }
+        let ts = types::Timespec::new()
+            .sec(timeout.as_secs())
+            .nsec(timeout.subsec_nanos());
+        let args = types::SubmitArgs::new().timespec(&ts);
+        loop {
+            match self.ring.submitter().submit_with_args(want, &args) {
+                Ok(_) => {
+                    self.resubmitted = 0;
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
+                    self.resubmitted = 0;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Whether remainders of short transfers wait for an enter.
     pub fn resubmitted(&self) -> bool {
         self.resubmitted > 0
