@@ -274,6 +274,12 @@ enum Mode {
     Abandoned,
 }
 
+/// Pure spinning before a waiting caller starts yielding between polls.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
+/// Longest adaptive poll window.
+const MAX_SPIN: Duration = Duration::from_millis(1);
+
 /// How often an idle or waiting frontend re-reads the backend's state.
 const STATE_CHECK: Duration = Duration::from_millis(10);
 
@@ -299,6 +305,9 @@ pub struct Blkfront {
     /// When the backend went away (while not connected).
     down_since: Option<Instant>,
     next_queue: usize,
+    /// How long a waiting caller polls before sleeping (adaptive, from
+    /// `cfg.spin` up to [`MAX_SPIN`]).
+    spin_window: Duration,
     stats: Stats,
 }
 
@@ -365,6 +374,7 @@ impl Blkfront {
             last_state_check: Instant::now(),
             down_since: None,
             next_queue: 0,
+            spin_window: cfg.spin,
             stats: Stats::default(),
         };
         me.handshake()?;
@@ -816,18 +826,38 @@ impl Blkfront {
             }
             return;
         };
-        let spin_until = Instant::now() + self.cfg.spin;
-        while Instant::now() < spin_until {
+        // Poll the rings for the spin window: a few microseconds of pure
+        // spinning, then yielding between checks so a backend or event
+        // thread sharing this CPU can run (a pure spin starves it).
+        let t0 = Instant::now();
+        let window = self.spin_window;
+        loop {
             if conn.has_responses() {
                 return;
             }
-            std::hint::spin_loop();
+            let spun = t0.elapsed();
+            if spun >= window {
+                break;
+            }
+            if spun < PURE_SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         if conn.arm() {
             return;
         }
         let left = timeout.saturating_sub(start.elapsed());
+        let parked = Instant::now();
         conn.park(left.min(STATE_CHECK));
+        // Adapt the window: answers that come soon after we slept mean
+        // polling longer would have saved the wakeups; otherwise poll less.
+        self.spin_window = if parked.elapsed() < MAX_SPIN && conn.has_responses() {
+            (window * 2).min(MAX_SPIN)
+        } else {
+            (window / 2).max(self.cfg.spin)
+        };
     }
 
     /// Reacts to the backend leaving Connected: reconnect and replay (BF3).
