@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pvio_abi::netif::{
     ExtraGso, ExtraInfo, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED,
     NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED,
@@ -58,10 +58,12 @@ enum Expect {
     Data,
 }
 
-/// An RX packet being assembled from its slots.
+/// An RX packet being assembled from its slots (the data stays in the
+/// slots' pages, held in `Queue::rx_held`, until the last slot: then it is
+/// copied once into a buffer of the exact size).
 #[derive(Debug)]
 struct Partial {
-    data: BytesMut,
+    len: usize,
     flags: u16,
     gso: Option<Gso>,
     data_slots: usize,
@@ -96,6 +98,10 @@ pub(crate) struct Queue {
     /// RX pages with a persistent writable grant, ready to be posted.
     rx_spare: Vec<Buf>,
     partial: Option<Partial>,
+    /// Data slots of the packet being assembled: page, offset of the data
+    /// in the domain's memory, length, and whether the page comes back
+    /// (false: quarantined, NF4).
+    rx_held: Vec<(Buf, usize, usize, bool)>,
     tx_pushed: bool,
     rsp_tx: Vec<TxResponse>,
     rsp_rx: Vec<RxResponse>,
@@ -173,6 +179,7 @@ impl Queue {
             rx_bufs: vec![None; nrx],
             rx_spare: Vec::new(),
             partial: None,
+            rx_held: Vec::new(),
             tx_pushed: false,
             rsp_tx: Vec::new(),
             rsp_rx: Vec::new(),
@@ -261,25 +268,33 @@ impl Queue {
         if (self.tx.free_requests() as usize) < need || self.tx_free.len() < nslots {
             return Ok(false);
         }
-        let mem = self.dom.memory().clone();
-        let mut bufs: Vec<Buf> = Vec::with_capacity(nslots);
-        for _ in 0..nslots {
+        if nslots > MAX_SLOTS {
+            return Err(NetError::TooLarge(data.len()));
+        }
+        // No allocation per packet: the pages on the stack, the chunks
+        // computed where needed.
+        let mut bufs = [Buf {
+            frame: 0,
+            gref: None,
+        }; MAX_SLOTS];
+        let chunk = |i: usize| {
+            &data[(i * PAGE_SIZE).min(data.len())..((i + 1) * PAGE_SIZE).min(data.len())]
+        };
+        for i in 0..nslots {
             match self.tx_buf(pool) {
-                Ok(Some(b)) => bufs.push(b),
+                Ok(Some(b)) => bufs[i] = b,
                 other => {
-                    for b in bufs {
-                        self.tx_done(b, pool);
+                    for b in &bufs[..i] {
+                        self.tx_done(*b, pool);
                     }
                     return other.map(|_| false);
                 }
             }
         }
-        let chunks: Vec<&[u8]> = if data.is_empty() {
-            vec![data]
-        } else {
-            data.chunks(PAGE_SIZE).collect()
-        };
-        for (buf, chunk) in bufs.iter().zip(&chunks) {
+        let bufs = &bufs[..nslots];
+        let mem = self.dom.memory();
+        for (i, buf) in bufs.iter().enumerate() {
+            let chunk = chunk(i);
             let at = buf.frame as usize * PAGE_SIZE;
             let w = mem.write_bytes(at, chunk).and_then(|()| {
                 if !self.mode.persistent && chunk.len() < PAGE_SIZE {
@@ -292,13 +307,14 @@ impl Queue {
             });
             if let Err(e) = w {
                 for b in bufs {
-                    self.tx_done(b, pool);
+                    self.tx_done(*b, pool);
                 }
                 return Err(NetError::Grant(e.to_string()));
             }
         }
         let last = nslots - 1;
-        for (i, (buf, chunk)) in bufs.into_iter().zip(&chunks).enumerate() {
+        for (i, &buf) in bufs.iter().enumerate() {
+            let chunk = chunk(i);
             let Some(slot) = self.tx_free.pop() else {
                 // Checked above; unreachable.
                 self.tx_done(buf, pool);
@@ -536,7 +552,7 @@ impl Queue {
         stats: &mut Stats,
     ) -> Result<(), String> {
         let mut p = self.partial.take().unwrap_or(Partial {
-            data: BytesMut::new(),
+            len: 0,
             flags: 0,
             gso: None,
             data_slots: 0,
@@ -576,7 +592,7 @@ impl Queue {
                 } else if more_data {
                     Expect::Data
                 } else {
-                    return self.finish(p, out, stats);
+                    return self.finish(p, pool, out, stats);
                 };
                 self.partial = Some(p);
                 Ok(())
@@ -604,21 +620,13 @@ impl Queue {
                 }
                 if status < 0 {
                     p.dropped = true;
-                } else if !p.dropped && status > 0 {
+                }
+                if !p.dropped && status > 0 {
                     let at = buf.frame as usize * PAGE_SIZE + offset;
                     let len = status as usize;
-                    let old = p.data.len();
-                    p.data.resize(old + len, 0);
-                    if self
-                        .dom
-                        .memory()
-                        .read_bytes(at, &mut p.data[old..])
-                        .is_err()
-                    {
-                        p.dropped = true;
-                    }
-                }
-                if kept {
+                    p.len += len;
+                    self.rx_held.push((buf, at, len, kept));
+                } else if kept {
                     self.rx_done(buf, pool);
                 }
                 p.data_slots += 1;
@@ -640,7 +648,7 @@ impl Queue {
                     self.partial = Some(p);
                     return Ok(());
                 }
-                self.finish(p, out, stats)
+                self.finish(p, pool, out, stats)
             }
         }
     }
@@ -648,17 +656,35 @@ impl Queue {
     fn finish(
         &mut self,
         p: Partial,
+        pool: &mut Pool,
         out: &mut std::collections::VecDeque<Packet>,
         stats: &mut Stats,
     ) -> Result<(), String> {
-        if p.dropped || p.data.is_empty() {
+        // One copy out of the slots' pages, into a buffer of the exact size.
+        let mut data = Vec::new();
+        let mut dropped = p.dropped;
+        if !dropped {
+            data.reserve_exact(p.len);
+        }
+        let mem = self.dom.memory().clone();
+        for (buf, at, len, kept) in std::mem::take(&mut self.rx_held) {
+            if !dropped {
+                let old = data.len();
+                data.resize(old + len, 0);
+                dropped = mem.read_bytes(at, &mut data[old..]).is_err();
+            }
+            if kept {
+                self.rx_done(buf, pool);
+            }
+        }
+        if dropped || data.is_empty() {
             stats.rx_errors += 1;
             return Ok(());
         }
         stats.rx_packets += 1;
-        stats.rx_bytes += p.data.len() as u64;
+        stats.rx_bytes += data.len() as u64;
         out.push_back(Packet {
-            data: Bytes::from(p.data),
+            data: Bytes::from(data),
             csum_blank: p.flags & NETRXF_CSUM_BLANK != 0,
             data_validated: p.flags & NETRXF_DATA_VALIDATED != 0,
             gso: p.gso,
@@ -713,6 +739,11 @@ impl Queue {
         }
         for b in self.rx_spare.drain(..) {
             pool.release(b);
+        }
+        for (b, _, _, kept) in self.rx_held.drain(..) {
+            if kept {
+                pool.release(b);
+            }
         }
         for i in 0..2 {
             pool.adopt(self.ring_frames[i], self.ring_grefs[i]);
