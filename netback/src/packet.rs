@@ -363,23 +363,25 @@ pub(crate) fn segment(pkt: &Packet) -> Option<Vec<Packet>> {
 /// take (or that would not fit without scatter-gather), completes partial
 /// checksums it cannot take. `max_len` is the largest frame it takes
 /// without GSO. Returns the packets to deliver (empty: drop).
-pub(crate) fn adapt(pkt: Packet, off: &Offloads, max_len: usize) -> Vec<Packet> {
+pub(crate) fn adapt(pkt: Packet, off: &Offloads, max_len: usize) -> Adapted {
     if let Some(g) = pkt.gso {
         let ok = match g.kind {
             GsoKind::TcpV4 => off.gso_v4,
             GsoKind::TcpV6 => off.gso_v6,
         };
         if ok && (off.sg || pkt.data.len() <= max_len) {
-            return vec![pkt];
+            return Adapted::one(pkt);
         }
-        return segment(&pkt)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| p.data.len() <= max_len)
-            .collect();
+        return Adapted::many(
+            segment(&pkt)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.data.len() <= max_len)
+                .collect(),
+        );
     }
     if pkt.data.len() > max_len {
-        return Vec::new();
+        return Adapted::none();
     }
     if pkt.csum_blank {
         let v6 = parse_headers(&pkt.data).map(|h| h.v6);
@@ -391,17 +393,59 @@ pub(crate) fn adapt(pkt: Packet, off: &Offloads, max_len: usize) -> Vec<Packet> 
         if !ok {
             let mut b = BytesMut::from(&pkt.data[..]);
             if !complete_csum(&mut b) {
-                return Vec::new();
+                return Adapted::none();
             }
-            return vec![Packet {
+            return Adapted::one(Packet {
                 data: b.freeze(),
                 csum_blank: false,
                 data_validated: true,
                 gso: None,
-            }];
+            });
         }
     }
-    vec![pkt]
+    Adapted::one(pkt)
+}
+
+/// The packets [`adapt`] gives: usually the packet itself (no allocation),
+/// else its segments, or nothing (drop).
+#[derive(Debug, Default)]
+pub(crate) struct Adapted {
+    one: Option<Packet>,
+    many: Vec<Packet>,
+}
+
+impl Adapted {
+    fn one(p: Packet) -> Adapted {
+        Adapted {
+            one: Some(p),
+            many: Vec::new(),
+        }
+    }
+
+    fn many(v: Vec<Packet>) -> Adapted {
+        Adapted { one: None, many: v }
+    }
+
+    fn none() -> Adapted {
+        Adapted::default()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.many.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl IntoIterator for Adapted {
+    type Item = Packet;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Packet>, std::vec::IntoIter<Packet>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.one.into_iter().chain(self.many)
+    }
 }
 
 /// A flow hash (IP addresses and L4 ports) for picking an RX queue.

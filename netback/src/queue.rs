@@ -46,6 +46,8 @@ pub(crate) type RxRing = BackRing<MappedPages, RxRequest, RxResponse>;
 const BATCH: usize = 64;
 /// How long an idle thread polls before sleeping.
 const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+/// Pure spinning of an idle poll before it yields between polls.
+const PURE_SPIN: Duration = Duration::from_micros(5);
 /// Longest sleep (to notice `stop`).
 const MAX_SLEEP: Duration = Duration::from_millis(20);
 const PAGE: usize = 4096;
@@ -55,29 +57,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A wake-up flag for a thread that waits on more than one source.
+///
+/// A kick costs a lock and a futex wake only while the thread sleeps (or
+/// is about to): packets delivered to a busy RX thread just set the flag.
+/// No kick is lost: the kicker stores `pending` then reads `sleeping`, the
+/// waiter stores `sleeping` then reads `pending` (all `SeqCst`), so one of
+/// them sees the other; a kicker that sees `sleeping` notifies under the
+/// lock the waiter holds until it is inside the condvar wait.
 #[derive(Debug, Default)]
 pub(crate) struct Kick {
-    flag: Mutex<bool>,
+    pending: AtomicBool,
+    sleeping: AtomicBool,
+    lock: Mutex<()>,
     cv: Condvar,
 }
 
 impl Kick {
     pub(crate) fn kick(&self) {
-        *lock(&self.flag) = true;
-        self.cv.notify_one();
+        if self.pending.swap(true, Ordering::SeqCst) {
+            return; // not consumed yet: the waiter will see it
+        }
+        if self.sleeping.load(Ordering::SeqCst) {
+            let _g = lock(&self.lock);
+            self.cv.notify_one();
+        }
     }
 
     /// Waits for a kick (at most `timeout`); consumes it.
     pub(crate) fn wait(&self, timeout: Duration) {
-        let mut g = lock(&self.flag);
-        if !*g {
-            g = self
-                .cv
-                .wait_timeout(g, timeout)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+        if self.pending.swap(false, Ordering::SeqCst) {
+            return;
         }
-        *g = false;
+        let g = lock(&self.lock);
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.pending.load(Ordering::SeqCst) {
+            let _ = self.cv.wait_timeout(g, timeout);
+        } else {
+            drop(g);
+        }
+        self.sleeping.store(false, Ordering::SeqCst);
+        self.pending.store(false, Ordering::SeqCst);
     }
 }
 
@@ -283,8 +302,15 @@ impl TxWorker {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < POLL_BEFORE_SLEEP {
-                std::hint::spin_loop();
+            let idle = since.elapsed();
+            if idle < POLL_BEFORE_SLEEP {
+                // A few microseconds of pure spinning, then yielding between
+                // polls: the frontend or an event thread may share this CPU.
+                if idle < PURE_SPIN {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             idle_since = None;
@@ -487,12 +513,9 @@ impl RxWorker {
                     stalled_since = None;
                     continue;
                 }
-                let _ = self.ring.final_check_for_requests_after(
-                    self.max_slots()
-                        .min(self.ring.nr_ents())
-                        .saturating_sub(avail)
-                        .max(1),
-                );
+                let _ = self
+                    .ring
+                    .final_check_for_requests_at_least(self.max_slots().min(self.ring.nr_ents()));
                 self.q.kick.wait(sleep);
                 continue;
             }
@@ -525,7 +548,10 @@ impl RxWorker {
                     self.stall();
                     continue;
                 }
-                match self.ring.final_check_for_requests_after(n) {
+                // Woken when the frontend publishes the last buffer the
+                // head packet needs (the ones already posted are no reason
+                // to look again: that would spin).
+                match self.ring.final_check_for_requests_at_least(avail + n) {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::packet::{Packet, PacketSink, Port};
 
+type Sink = Arc<dyn PacketSink>;
+
 /// Most MACs learnt (older entries are forgotten beyond this).
 const MAX_FDB: usize = 4096;
 
@@ -99,10 +101,12 @@ impl Port for SwitchPort {
         let (Some(dst), Some(src)) = (pkt.dst_mac(), pkt.src_mac()) else {
             return false;
         };
-        let targets: Vec<Arc<dyn PacketSink>> = {
+        // A learnt unicast destination (the common case) takes one `Arc`
+        // clone and no allocation; a flood collects the receivers.
+        let (one, many): (Option<Sink>, Vec<Sink>) = {
             let mut g = lock(&self.inner);
             g.stats.frames += 1;
-            if src[0] & 1 == 0 && src != [0; 6] {
+            if src[0] & 1 == 0 && src != [0; 6] && g.fdb.get(&src) != Some(&self.id) {
                 if g.fdb.len() >= MAX_FDB && !g.fdb.contains_key(&src) {
                     g.fdb.clear();
                 }
@@ -117,23 +121,39 @@ impl Port for SwitchPort {
                 Some(id) if id == self.id => return true,
                 Some(id) => {
                     g.stats.forwarded += 1;
-                    g.sinks.get(&id).cloned().flatten().into_iter().collect()
+                    (g.sinks.get(&id).cloned().flatten(), Vec::new())
                 }
                 None => {
                     g.stats.flooded += 1;
-                    g.sinks
+                    let v = g
+                        .sinks
                         .iter()
                         .filter(|(id, _)| **id != self.id)
                         .filter_map(|(_, s)| s.clone())
-                        .collect()
+                        .collect();
+                    (None, v)
                 }
             }
         };
         let mut dropped = 0;
-        for t in targets {
-            // Bytes clones share the buffer: no copy per receiver.
-            if !t.deliver(pkt.clone()) {
+        if let Some(t) = one {
+            if !t.deliver(pkt) {
                 dropped += 1;
+            }
+        } else {
+            let n = many.len();
+            let mut pkt = Some(pkt);
+            for (i, t) in many.into_iter().enumerate() {
+                // Bytes clones share the buffer: no copy per receiver; the
+                // last receiver takes the packet itself.
+                let p = if i + 1 == n {
+                    pkt.take().unwrap_or_default()
+                } else {
+                    pkt.clone().unwrap_or_default()
+                };
+                if !t.deliver(p) {
+                    dropped += 1;
+                }
             }
         }
         if dropped > 0 {

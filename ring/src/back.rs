@@ -255,4 +255,20 @@ impl<M: SharedMem, Req: Pod, Rsp: Pod> BackRing<M, Req, Rsp> {
             Self::refresh(req, core, rsp_prod_pvt)
         })
     }
+
+    /// The final check of a backend that needs `n` requests at once (netback
+    /// waiting for the RX buffers of a whole packet): true if at least `n`
+    /// (at least 1) requests are unconsumed; otherwise sets `req_event =
+    /// req_cons + n`, so the frontend notifies when it publishes the `n`-th
+    /// (requests already waiting do not count as a reason to wake, unlike
+    /// [`BackRing::final_check_for_requests_after`]), fences, and checks
+    /// again. The fence pairs with the one in
+    /// [`crate::FrontRing::publish_and_check_notify`].
+    pub fn final_check_for_requests_at_least(&mut self, n: u32) -> Result<bool, RingError> {
+        let rsp_prod_pvt = self.rsp.pvt;
+        self.req
+            .final_check_at_least(&mut self.core, n, |req, core| {
+                Self::refresh(req, core, rsp_prod_pvt)
+            })
+    }
 }

@@ -209,6 +209,29 @@ impl Consumer {
         core.mem.fence(Ordering::SeqCst);
         Ok(refresh(self, core)? > 0)
     }
+
+    /// Like [`Consumer::final_check`], for a consumer that needs `n`
+    /// messages at once: true only once at least `n` (at least 1) are
+    /// unconsumed; otherwise asks to be woken when the `n`-th is published
+    /// (`event = cons + n`, whatever is already there), fences, and checks
+    /// again.
+    pub(crate) fn final_check_at_least<M: SharedMem, Req: Pod, Rsp: Pod>(
+        &mut self,
+        core: &mut Core<M, Req, Rsp>,
+        n: u32,
+        mut refresh: impl FnMut(&mut Self, &mut Core<M, Req, Rsp>) -> Result<u32, RingError>,
+    ) -> Result<bool, RingError> {
+        let n = n.max(1);
+        if refresh(self, core)? >= n {
+            return Ok(true);
+        }
+        let event = self.cons.wrapping_add(n);
+        if let Err(e) = core.mem.store_u32(self.event_off, event, Ordering::Relaxed) {
+            return Err(core.mem_fault(e));
+        }
+        core.mem.fence(Ordering::SeqCst);
+        Ok(refresh(self, core)? >= n)
+    }
 }
 
 /// Prefetches, for ownership, the slots of `n` messages from index `from`:

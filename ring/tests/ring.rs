@@ -418,6 +418,26 @@ fn batched_event_index_wakes_once_per_batch() {
         mem.load_u32(layout::REQ_EVENT, Ordering::Relaxed).unwrap(),
         21
     );
+    // A backend that needs 4 requests at once: 2 waiting are not enough, and
+    // the wakeup is asked for when the 4th (counted from req_cons) comes.
+    for id in 0..2 {
+        front.push_request(&Req::new(id)).unwrap();
+    }
+    let _ = front.publish_and_check_notify().unwrap();
+    assert!(
+        back.final_check_for_requests_after(4).unwrap(),
+        "any waiting"
+    );
+    assert!(!back.final_check_for_requests_at_least(4).unwrap());
+    assert_eq!(
+        mem.load_u32(layout::REQ_EVENT, Ordering::Relaxed).unwrap(),
+        21
+    );
+    front.push_request(&Req::new(2)).unwrap();
+    assert!(!front.publish_and_check_notify().unwrap().is_needed());
+    front.push_request(&Req::new(3)).unwrap();
+    assert!(front.publish_and_check_notify().unwrap().is_needed());
+    assert!(back.final_check_for_requests_at_least(4).unwrap());
 }
 
 #[test]
