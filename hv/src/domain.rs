@@ -162,8 +162,7 @@ impl DomainState {
 #[derive(Clone)]
 pub struct Domain {
     /// Embedded: the hypervisor. Hosted: a hypervisor private to the
-    /// process, unused but by [`Domain::store`] until the store is served
-    /// over the connection.
+    /// process, unused (the store is the daemon's, over the wire).
     pub(crate) hv: Arc<Inner>,
     /// Guest-side state in both modes (memory, grant table, frame
     /// allocator, event dispatch); the hypervisor-side parts (pins,
@@ -356,8 +355,25 @@ impl Domain {
 
     /// A new connection to the store as this domain (relative paths resolve
     /// under `/local/domain/<id>`; permissions are this domain's).
+    ///
+    /// Hosted: a [`Client::Wire`](pvio_xenbus::Client::Wire) on a socket
+    /// the daemon serves as this domain on its store (one new connection
+    /// per call, asked of the daemon). If the daemon is gone, a connection
+    /// that fails every request with `EIO`.
     pub fn store(&self) -> pvio_xenbus::Client {
-        pvio_xenbus::Client::Local(self.hv.store.connect(self.st.id))
+        let Some(r) = &self.remote else {
+            return pvio_xenbus::Client::Local(self.hv.store.connect(self.st.id));
+        };
+        let stream = r.store_conn().or_else(|_| {
+            // A closed connection: every request fails (EIO).
+            let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+            Ok::<_, std::io::Error>(a)
+        });
+        match stream.and_then(|s| pvio_xenbus::wire::WireConn::new(s, self.st.id)) {
+            Ok(c) => pvio_xenbus::Client::Wire(c),
+            // Out of fds or threads: the process-private store, empty.
+            Err(_) => pvio_xenbus::Client::Local(self.hv.store.connect(self.st.id)),
+        }
     }
 
     /// Counters of this domain's grant operations.

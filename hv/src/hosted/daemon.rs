@@ -14,6 +14,7 @@ use pvio_abi::grant::GntStatus;
 use pvio_abi::{DomId, GrantHandle, GrantRef, PAGE_SIZE, Port};
 use pvio_evtchn::PortState;
 use pvio_shmem::{MemfdMem, Ordering, SharedMem};
+use pvio_xenbus::wire::WireServer;
 
 use super::remote::kick;
 use super::wire::{self, Dec, Enc, op};
@@ -64,6 +65,8 @@ pub struct Daemon {
     shared: Arc<Shared>,
     path: PathBuf,
     accept: Option<JoinHandle<()>>,
+    /// The store on a socket of its own ([`Daemon::bind_store`]).
+    xs: Option<WireServer>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -112,7 +115,31 @@ impl Daemon {
             shared,
             path,
             accept: Some(accept),
+            xs: None,
         })
+    }
+
+    /// Also serves the store on a Unix socket at `path` (an existing
+    /// socket file there is replaced), with the xenstore wire protocol.
+    /// Every connection on it is **dom0** (privileged), like xenstored's
+    /// socket: the toolstack, or `XENSTORED_PATH=path xenstore-ls`. Keep
+    /// the path as private as the daemon's socket. Replaces an earlier
+    /// store socket.
+    pub fn bind_store(&mut self, path: impl AsRef<Path>) -> io::Result<()> {
+        let path = path.as_ref();
+        self.xs = None;
+        if std::fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            std::fs::remove_file(path)?;
+        }
+        self.xs = Some(WireServer::bind(self.shared.hv.store().clone(), path)?);
+        Ok(())
+    }
+
+    /// The store socket's path, if [`Daemon::bind_store`] was called.
+    pub fn store_path(&self) -> Option<&Path> {
+        self.xs.as_ref().map(WireServer::path)
     }
 
     /// The hypervisor the daemon runs (its store is the toolstack's).
@@ -141,9 +168,13 @@ impl Drop for Daemon {
     /// Stops accepting (connections already served keep running until
     /// their process disconnects) and removes the socket file.
     fn drop(&mut self) {
+        self.xs = None;
         self.shared.stop.store(true, AtOrd::Release);
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.accept.take() {
+        // Wake the acceptor; if that fails (the socket file is gone) it is
+        // left blocked rather than joined.
+        if UnixStream::connect(&self.path).is_ok()
+            && let Some(t) = self.accept.take()
+        {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
@@ -286,6 +317,12 @@ fn handle(s: &Shared, rec: &DomRec, mut req: Dec) -> io::Result<Reply> {
             }
         }
         op::COPY => copy(dom, &mut req, &mut r)?,
+        op::STORE_CONN => {
+            let (mine, theirs) = UnixStream::pair()?;
+            pvio_xenbus::wire::serve_stream(s.hv.store(), mine, dom.id())?;
+            fds.push(OwnedFd::from(theirs));
+            r.i16(0);
+        }
         op::LIVE_MAPPINGS => {
             r.u64(dom.live_mappings() as u64);
         }

@@ -14,7 +14,7 @@
 //! grant-table memfd; the daemon validates maps and copies against the same
 //! memory with the compare-exchange protocol of `spec/grant.md` §2.2), and
 //! its event waiting. Hypervisor-side state lives in the daemon: pins,
-//! maptrack, port routing, and the store.
+//! maptrack, port routing, and the store (below).
 //!
 //! # Protocol (`wire.rs`)
 //! Length-prefixed little-endian messages, strictly request then reply, fds
@@ -63,10 +63,22 @@
 //! does (SECURITY.md L1); its channels are marked closed and their peers
 //! woken.
 //!
-//! Not yet: the store over the connection (until the xenstore wire protocol
-//! lands, [`Domain::store`](crate::Domain::store) of a hosted domain is a
-//! connection to a store private to the process), and channels between a
-//! hosted domain and one created directly in the daemon's hypervisor.
+//! # The store
+//! The daemon's hypervisor store is the one store of the system. Each
+//! [`Domain::store`](crate::Domain::store) call of a hosted domain sends
+//! `STORE_CONN`; the daemon creates a socket pair, serves one end with the
+//! xenstore wire protocol as that domain (its permissions, its
+//! `/local/domain/<id>` for relative paths) and returns the other end,
+//! which the process wraps in a [`WireConn`](pvio_xenbus::wire::WireConn).
+//! A domain process therefore never speaks for another domain in the
+//! store. [`Daemon::bind_store`] also serves the store on a socket path of
+//! its own, as dom0 (the toolstack, `xenstore-ls`). When a domain's
+//! process disconnects, the daemon destroys the domain, which removes its
+//! store nodes and watches like an embedded destroy; its store connections
+//! end with the process.
+//!
+//! Not yet: channels between a hosted domain and one created directly in
+//! the daemon's hypervisor.
 
 mod daemon;
 pub(crate) mod remote;

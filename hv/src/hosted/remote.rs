@@ -237,6 +237,16 @@ impl RemoteDomain {
         })
     }
 
+    /// A new store connection as this domain, served by the daemon.
+    pub(crate) fn store_conn(&self) -> io::Result<UnixStream> {
+        let (mut d, mut fds) = self.call(Enc::new(op::STORE_CONN), &[])?;
+        if d.i16()? != 0 || fds.len() != 1 {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        let fd = fds.pop().ok_or(io::ErrorKind::InvalidData)?;
+        Ok(UnixStream::from(fd))
+    }
+
     pub(crate) fn live_mappings(&self) -> usize {
         self.call(Enc::new(op::LIVE_MAPPINGS), &[])
             .and_then(|(mut d, _)| d.u64())

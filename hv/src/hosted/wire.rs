@@ -28,6 +28,10 @@ pub(crate) mod op {
     pub const COPY: u8 = 5;
     pub const LIVE_MAPPINGS: u8 = 6;
     pub const STATS: u8 = 7;
+    /// A new store connection: the reply carries one end of a socket
+    /// pair whose other end the daemon serves as the domain (xenstore wire
+    /// protocol).
+    pub const STORE_CONN: u8 = 8;
     pub const EV_ALLOC_UNBOUND: u8 = 10;
     pub const EV_BIND: u8 = 11;
     pub const EV_CLOSE: u8 = 12;
