@@ -7,6 +7,8 @@
 //! * [`bridge`]: a netfront bridged to a TAP device (`pvio netfront --tap`).
 //! * [`embedded`]: the in-process hypervisor with dom0, a backend and a
 //!   frontend domain.
+//! * [`hosted`]: helpers of the hosted commands (`pvio hv`, `pvio
+//!   blkback`, ...): the daemon, domain processes, the toolstack role.
 //! * [`shutdown`]: SIGINT/SIGTERM as a stop flag.
 
 #![forbid(unsafe_code)]
@@ -14,6 +16,7 @@
 pub mod bridge;
 pub mod demo;
 pub mod embedded;
+pub mod hosted;
 pub mod nbd;
 pub mod shutdown;
 
