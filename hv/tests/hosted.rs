@@ -94,6 +94,18 @@ impl Drop for Proc {
     }
 }
 
+/// Waits until `dom`'s process has registered with the daemon. A frontend
+/// allocates its port for the backend domain, which must exist by then
+/// (`alloc_unbound` of an unknown remote is `NoSuchDomain`, as embedded),
+/// so a backend is started and registered before its frontend.
+fn wait_connected(daemon: &Daemon, dom: DomId) {
+    let start = std::time::Instant::now();
+    while !daemon.connected().contains(&dom) {
+        assert!(start.elapsed() < GUARD, "{dom:?} never registered");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn sock(name: &str) -> String {
     std::env::temp_dir()
         .join(format!("pvio-hosted-{}-{name}.sock", std::process::id()))
@@ -111,6 +123,7 @@ fn ring_between_processes_and_isolation() {
     let idle = Proc::spawn("idle", &path, 3, &[]);
     assert_eq!(idle.line(), "ready");
     let mut be = Proc::spawn("back", &path, 2, &[("PVIO_ISOLATION", "1".into())]);
+    wait_connected(&daemon, DomId(2));
     let fe = Proc::spawn("front", &path, 1, &[("PVIO_N", "5000".into())]);
     let info = fe.line();
     be.tell(&format!("1 {info} 5000"));
@@ -130,6 +143,7 @@ fn l1_sigkill_frontend_mid_io() {
     let path = sock("l1");
     let daemon = Daemon::serve(&path).unwrap();
     let mut be = Proc::spawn("back", &path, 2, &[]);
+    wait_connected(&daemon, DomId(2));
     let mut a = Proc::spawn("front", &path, 1, &[("PVIO_N", "0".into())]);
     let info = a.line();
     be.tell(&format!("1 {info} 0"));
