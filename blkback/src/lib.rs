@@ -452,3 +452,111 @@ fn connect(
 pub fn frontend_of(dev: &DevicePaths) -> DomId {
     dev.frontend_id
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): thin
+/// calls into the real, crate-private request parser.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use pvio_abi::blkif::{Request, RequestSegment};
+
+    use crate::request::{self, Limits, Plan};
+
+    /// What the disk and the negotiation allow.
+    #[derive(Debug, Clone, Copy)]
+    pub struct FuzzLimits {
+        /// Disk size in sectors.
+        pub sectors: u64,
+        /// Read-only disk.
+        pub readonly: bool,
+        /// `feature-flush-cache` advertised.
+        pub flush: bool,
+        /// `feature-barrier` advertised.
+        pub barrier: bool,
+        /// `feature-discard` advertised.
+        pub discard: bool,
+        /// `feature-max-indirect-segments` (0: none).
+        pub max_indirect_segments: u32,
+    }
+
+    /// A validated request, flattened.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum FuzzPlan {
+        /// Read or write: sector, `(gref, first, last)` per segment.
+        Rw {
+            /// A write.
+            write: bool,
+            /// First sector.
+            sector: u64,
+            /// Segments.
+            segs: Vec<(u32, u8, u8)>,
+        },
+        /// Cache flush.
+        Flush,
+        /// Discard.
+        Discard {
+            /// First sector.
+            sector: u64,
+            /// Sector count.
+            sectors: u64,
+        },
+    }
+
+    fn lim(l: &FuzzLimits) -> Limits {
+        Limits {
+            sectors: l.sectors,
+            readonly: l.readonly,
+            flush: l.flush,
+            barrier: l.barrier,
+            discard: l.discard,
+            max_indirect_segments: l.max_indirect_segments,
+        }
+    }
+
+    fn flat(p: Plan) -> FuzzPlan {
+        match p {
+            Plan::Rw {
+                write,
+                sector,
+                segs,
+                ..
+            } => FuzzPlan::Rw {
+                write,
+                sector,
+                segs: segs.iter().map(|s| (s.gref.0, s.first, s.last)).collect(),
+            },
+            Plan::Flush => FuzzPlan::Flush,
+            Plan::Discard { sector, sectors } => FuzzPlan::Discard { sector, sectors },
+        }
+    }
+
+    /// The operation echoed in the response.
+    pub fn echo_op(req: &Request) -> u8 {
+        request::echo_op(req)
+    }
+
+    /// Validates a direct request (`request::plan`).
+    pub fn plan(req: &Request, l: &FuzzLimits) -> Result<FuzzPlan, i16> {
+        request::plan(req, &lim(l)).map(flat)
+    }
+
+    /// Checks an indirect request's header (`request::indirect_pages`):
+    /// write, segment count, descriptor page grefs.
+    pub fn indirect_pages(req: &Request, l: &FuzzLimits) -> Result<(bool, usize, Vec<u32>), i16> {
+        request::indirect_pages(req, &lim(l))
+            .map(|(w, n, pages)| (w, n, pages.iter().map(|g| g.0).collect()))
+    }
+
+    /// Validates an indirect request's segments, copied once out of its
+    /// descriptor pages (`request::plan_indirect`).
+    pub fn plan_indirect(
+        req: &Request,
+        l: &FuzzLimits,
+        write: bool,
+        segs: &[RequestSegment],
+    ) -> Result<FuzzPlan, i16> {
+        request::plan_indirect(req, &lim(l), write, segs).map(flat)
+    }
+
+    /// Segments per indirect descriptor page.
+    pub const SEGS_PER_INDIRECT_PAGE: usize = request::SEGS_PER_INDIRECT_PAGE;
+}

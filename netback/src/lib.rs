@@ -654,3 +654,62 @@ fn connect(
     port.attach(Some(shared as Arc<dyn PacketSink>));
     Ok(conn)
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API): thin
+/// calls into the real, crate-private parsers.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use pvio_abi::netif::TxRequest;
+
+    use crate::tx::{self, Kind, TxLimits};
+
+    /// One fragment of a parsed packet: grant, offset, length.
+    pub type Frag = (pvio_abi::GrantRef, u16, u16);
+
+    /// What [`parse_tx_ring`] made of one packet.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Parsed {
+        /// Slots consumed (= responses).
+        pub slots: usize,
+        /// Responses that answer data slots, with their status.
+        pub data_statuses: Vec<i16>,
+        /// Fragments to copy (empty unless the packet is passed on).
+        pub frags: Vec<Frag>,
+        /// Packet length announced by the first slot.
+        pub len: usize,
+        /// Passed on (true) or dropped / a multicast update (false).
+        pub pass: bool,
+    }
+
+    /// Splits `reqs` (the slots drained from the TX ring) into packets with
+    /// the TX worker's own parser, as `TxWorker::run` does; `Err` is the
+    /// fatal fault that disables the vif.
+    pub fn parse_tx_ring(
+        reqs: &[TxRequest],
+        sg: bool,
+        gso_v4: bool,
+        gso_v6: bool,
+    ) -> Result<Vec<Parsed>, String> {
+        let lim = TxLimits { sg, gso_v4, gso_v6 };
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < reqs.len() {
+            let p = tx::parse(&reqs[at..], &lim)?;
+            at += p.rsps.len();
+            out.push(Parsed {
+                slots: p.rsps.len(),
+                data_statuses: p
+                    .rsps
+                    .iter()
+                    .zip(&p.data)
+                    .filter(|(_, d)| **d)
+                    .map(|(r, _)| r.status)
+                    .collect(),
+                frags: p.frags.iter().map(|f| (f.gref, f.offset, f.len)).collect(),
+                len: p.len,
+                pass: p.kind == Kind::Data,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1119,3 +1119,22 @@ fn fill_with_and_bulk_paths_across_the_wrap() {
     assert_eq!(seen, next);
     assert!(front.indices().0 > 32 * 4, "wrapped the ring several times");
 }
+
+/// R8: a frontend that keeps the ring full gets at most `limit` requests
+/// taken per call; the rest wait for the next poll, in order.
+#[test]
+fn r8_requests_per_poll_are_bounded_by_the_limit() {
+    let mem = page();
+    let (mut front, mut back) = pair(&mem);
+    for id in 0..32 {
+        front.push_request(&Req::new(id)).unwrap();
+    }
+    front.publish().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let n = back.drain_requests(8, |r| seen.push(r.id)).unwrap();
+        assert_eq!(n, 8, "never more than the limit per poll");
+    }
+    assert_eq!(back.drain_requests(8, |_| {}).unwrap(), 0);
+    assert_eq!(seen, (0..32).collect::<Vec<_>>());
+}
