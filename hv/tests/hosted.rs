@@ -163,6 +163,33 @@ fn l1_sigkill_frontend_mid_io() {
     assert!(be.finish());
 }
 
+/// An event sent just before the sender closes its end is still delivered
+/// (the receiver's channel-table refresh that drops the closed channel
+/// used to discard its pending bit: a lost wakeup, seen in CI as the
+/// frontend of the ring test waiting for its last responses). Two hosted
+/// domains in this process, each with its own connection and dispatcher.
+#[test]
+fn send_then_close_is_delivered() {
+    let path = sock("close");
+    let daemon = Daemon::serve(&path).unwrap();
+    let a = Domain::connect_hosted(&path, DomId(1), cfg()).unwrap();
+    let b = Domain::connect_hosted(&path, DomId(2), cfg()).unwrap();
+    for round in 0..200 {
+        let pa = a.events().alloc_unbound(DomId(2)).unwrap();
+        let w = a.port_waiter(pa).unwrap();
+        let pb = b.events().bind_interdomain(DomId(1), pa).unwrap();
+        b.events().send(pb).unwrap();
+        b.events().close(pb).unwrap();
+        assert!(
+            w.wait(Duration::ZERO, GUARD).unwrap(),
+            "round {round}: lost"
+        );
+        a.events().close(pa).unwrap();
+    }
+    drop((a, b));
+    drop(daemon);
+}
+
 /// L3: memfds the daemon hands out are sealed; an fd without both size
 /// seals is refused.
 #[test]

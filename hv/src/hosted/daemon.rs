@@ -18,7 +18,7 @@ use pvio_xenbus::wire::WireServer;
 
 use super::remote::kick;
 use super::wire::{self, Dec, Enc, op};
-use super::{STATE, mask_off, pend_off, put_ev_result};
+use super::{CTL_BITMAP, CTL_GEN, CTL_ORPHANS, STATE, ctl_len, mask_off, pend_off, put_ev_result};
 use crate::domain::domain_lock;
 use crate::grants::{CopyDst, CopyOp, CopySrc};
 use crate::{Domain, DomainConfig, HvError, Hypervisor};
@@ -33,9 +33,24 @@ struct DomRec {
 impl DomRec {
     /// Tells the domain's process that its set of channels changed.
     fn bump(&self) {
-        let g = self.ctl.load_u32(0, Ordering::Acquire).unwrap_or(0);
-        let _ = self.ctl.store_u32(0, g.wrapping_add(1), Ordering::Release);
+        let g = self.ctl.load_u32(CTL_GEN, Ordering::Acquire).unwrap_or(0);
+        let _ = self
+            .ctl
+            .store_u32(CTL_GEN, g.wrapping_add(1), Ordering::Release);
         kick(self.evfd.as_fd());
+    }
+
+    /// Moves an event left pending on `port` by a closing channel into
+    /// the orphan bitmap (the caller bumps, which kicks).
+    fn orphan(&self, port: Port) {
+        let word = CTL_BITMAP + (port.0 as usize / 32) * 4;
+        if self
+            .ctl
+            .fetch_or_u32(word, 1 << (port.0 % 32), Ordering::SeqCst)
+            .is_ok()
+        {
+            let _ = self.ctl.store_u32(CTL_ORPHANS, 1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -232,7 +247,7 @@ fn serve_conn(s: &Arc<Shared>, conn: UnixStream) {
         let mine: Vec<(u16, u32)> = t.chans.keys().filter(|k| k.0 == id.0).copied().collect();
         for k in mine {
             if let Some(c) = t.chans.remove(&k) {
-                close_chan(&mut t, &c, 2);
+                close_chan(&mut t, &c, 2, id);
             }
         }
         t.doms.remove(&id.0);
@@ -254,7 +269,7 @@ fn register(s: &Shared, req: &mut Dec, fds: &mut Vec<OwnedFd>) -> io::Result<Arc
     let evfd = fds
         .pop()
         .ok_or_else(|| io::Error::other("REGISTER without an eventfd"))?;
-    let ctl = memfd(&format!("pvio-dom{}-ctl", id.0), PAGE_SIZE)?;
+    let ctl = memfd(&format!("pvio-dom{}-ctl", id.0), ctl_len(config.max_ports))?;
     let dom =
         s.hv.create_domain(id, config)
             .map_err(|e: HvError| io::Error::other(e.to_string()))?;
@@ -263,12 +278,21 @@ fn register(s: &Shared, req: &mut Dec, fds: &mut Vec<OwnedFd>) -> io::Result<Arc
     Ok(rec)
 }
 
-/// Marks a channel closed (`state`), removes its other end, tells both.
-fn close_chan(t: &mut Tables, c: &Chan, state: u32) {
-    let _ = c.mem.store_u32(STATE, state, Ordering::Release);
-    for (d, p) in c.ends {
+/// Marks a channel closed (`state`) by domain `by`, removes both ends and
+/// tells both domains. An event still pending at the other end moves to
+/// that domain's orphan bitmap: its process may not have learnt of the
+/// channel yet (bound, sent to and closed between two of its refreshes),
+/// and the port keeps the event as a Xen port does. The bit is taken with
+/// a fetch_and, so either the process's dispatcher or this move delivers
+/// it, never both.
+fn close_chan(t: &mut Tables, c: &Chan, state: u32, by: DomId) {
+    let _ = c.mem.store_u32(STATE, state, Ordering::SeqCst);
+    for (side, (d, p)) in c.ends.into_iter().enumerate() {
         t.chans.remove(&(d.0, p.0));
         if let Some(r) = t.doms.get(&d.0) {
+            if d != by && c.mem.fetch_and_u32(pend_off(side), 0, Ordering::SeqCst) == Ok(1) {
+                r.orphan(p);
+            }
             r.bump();
         }
     }
@@ -375,7 +399,7 @@ fn handle(s: &Shared, rec: &DomRec, mut req: Dec) -> io::Result<Reply> {
             if res.is_ok()
                 && let Some(c) = t.chans.remove(&(dom.id().0, p.0))
             {
-                close_chan(&mut t, &c, 1);
+                close_chan(&mut t, &c, 1, dom.id());
             }
             put_ev_result(&mut r, res);
         }
@@ -431,7 +455,25 @@ fn handle(s: &Shared, rec: &DomRec, mut req: Dec) -> io::Result<Reply> {
         }
         op::EV_SEND => {
             let p = Port(req.u32()?);
-            put_ev_result(&mut r, dom.events().send(p));
+            // A channel the caller has not learnt yet (its table is being
+            // refreshed): deliver through the channel page as the fast
+            // path would, never into the embedded table no process reads.
+            let t = domain_lock(&s.tables);
+            match t.chans.get(&(dom.id().0, p.0)) {
+                Some(c) if c.mem.load_u32(STATE, Ordering::Acquire) == Ok(0) => {
+                    let side = usize::from(c.ends[1] == (dom.id(), p));
+                    let peer = 1 - side;
+                    let was = c.mem.fetch_or_u32(pend_off(peer), 1, Ordering::SeqCst);
+                    if was == Ok(0)
+                        && c.mem.load_u32(mask_off(peer), Ordering::SeqCst) == Ok(0)
+                        && let Some(x) = t.doms.get(&c.ends[peer].0.0)
+                    {
+                        kick(x.evfd.as_fd());
+                    }
+                    put_ev_result(&mut r, Ok(()));
+                }
+                _ => put_ev_result(&mut r, dom.events().send(p)),
+            }
         }
         op::EV_SYNC => {
             let t = domain_lock(&s.tables);

@@ -42,6 +42,13 @@
 //! thread polls the process's eventfd and hands pending ports to their
 //! [`PortWaiter`](crate::PortWaiter)s.
 //!
+//! A channel can be bound, sent on and closed between two refreshes of the
+//! receiver's table (the sender's last response and then its close): the
+//! daemon's close moves an event still pending at the surviving end into
+//! that domain's control page (an orphan bitmap the dispatcher drains), so
+//! the event reaches the port as it would under Xen. Table refreshes are
+//! serialised and installed in the order the daemon answered them.
+//!
 //! # What memory a domain process can reach
 //! Its own memory and grant table; the one-page channel pages of its own
 //! event channels and the eventfds of its channels' peers; and the whole
@@ -103,6 +110,21 @@ pub(crate) const fn mask_off(side: usize) -> usize {
 }
 /// 0: connected; 1: closed by an end; 2: an end's domain is gone.
 pub(crate) const STATE: usize = 16;
+
+/// Byte offsets in a domain's control page (written by the daemon only):
+/// the generation of its channel set, a summary word that is nonzero
+/// while the orphan bitmap holds a bit, and the orphan bitmap (one bit
+/// per port, `u32` words): an event that was pending on a port when its
+/// channel closed, moved there by the daemon so it is still delivered
+/// (the channel page it was set in is gone with the channel).
+pub(crate) const CTL_GEN: usize = 0;
+pub(crate) const CTL_ORPHANS: usize = 8;
+pub(crate) const CTL_BITMAP: usize = 64;
+
+/// The size of a control page for `max_ports` ports.
+pub(crate) fn ctl_len(max_ports: u32) -> usize {
+    (CTL_BITMAP + (max_ports as usize).div_ceil(32) * 4).next_multiple_of(pvio_abi::PAGE_SIZE)
+}
 
 pub(crate) fn gnt_status(v: i16) -> GntStatus {
     GntStatus::try_from(v).unwrap_or(GntStatus::GeneralError)

@@ -15,7 +15,7 @@ use pvio_evtchn::{EvtchnError, PortState, PortStatus};
 use pvio_shmem::{MemfdMem, Ordering, SharedMem};
 
 use super::wire::{self, Dec, Enc, op};
-use super::{STATE, gnt_status, mask_off, pend_off};
+use super::{CTL_BITMAP, CTL_GEN, CTL_ORPHANS, STATE, gnt_status, mask_off, pend_off};
 use crate::domain::{DomainStats, domain_lock};
 use crate::events::Dispatch;
 use crate::grants::{CopyDst, CopyOp, CopySrc};
@@ -40,6 +40,11 @@ pub(crate) struct RemoteDomain {
     evfd: OwnedFd,
     ctl: MemfdMem,
     chans: RwLock<HashMap<u32, Arc<LocalChan>>>,
+    /// Held across a channel-table refresh (request, reply and install) and
+    /// a local close, so tables are installed in the order the daemon
+    /// produced them: an older reply installed over a newer one would hide
+    /// a channel from the dispatcher until the next change (a lost wakeup).
+    sync_lock: Mutex<()>,
     mems: Mutex<HashMap<(u16, u64), Weak<MemfdMem>>>,
 }
 
@@ -71,6 +76,7 @@ impl RemoteDomain {
             evfd,
             ctl,
             chans: RwLock::new(HashMap::new()),
+            sync_lock: Mutex::new(()),
             mems: Mutex::new(HashMap::new()),
         }
     }
@@ -296,6 +302,7 @@ impl RemoteDomain {
     pub(crate) fn port_op(&self, code: u8, port: Port) -> Result<(), EvtchnError> {
         let mut req = Enc::new(code);
         req.u32(port.0);
+        let _order = (code == op::EV_CLOSE).then(|| domain_lock(&self.sync_lock));
         self.ev_call(req)?;
         if code == op::EV_CLOSE {
             self.chans
@@ -382,6 +389,7 @@ impl RemoteDomain {
 
     /// Refreshes the table of this domain's channels from the daemon.
     pub(crate) fn sync(&self) -> io::Result<()> {
+        let _order = domain_lock(&self.sync_lock);
         let (mut d, fds) = self.call(Enc::new(op::EV_SYNC), &[])?;
         let n = d.count(5)?;
         if fds.len() != 2 * n {
@@ -420,7 +428,7 @@ impl RemoteDomain {
             // Drain before scanning: a send after our scan finds its bit
             // clear, writes the eventfd, and the next poll returns.
             drain(self.evfd.as_fd());
-            let generation = self.ctl.load_u32(0, Ordering::Acquire).unwrap_or(0);
+            let generation = self.ctl.load_u32(CTL_GEN, Ordering::Acquire).unwrap_or(0);
             if generation != seen {
                 seen = generation;
                 let _ = self.sync();
@@ -432,6 +440,21 @@ impl RemoteDomain {
                 .iter()
                 .map(|(p, c)| (*p, c.clone()))
                 .collect();
+            // Events the daemon moved off closed channels.
+            if self.ctl.fetch_and_u32(CTL_ORPHANS, 0, Ordering::SeqCst) != Ok(0) {
+                let words = self.ctl.size().saturating_sub(CTL_BITMAP) / 4;
+                for w in 0..words {
+                    let mut bits = self
+                        .ctl
+                        .fetch_and_u32(CTL_BITMAP + 4 * w, 0, Ordering::SeqCst)
+                        .unwrap_or(0);
+                    while bits != 0 {
+                        let b = bits.trailing_zeros();
+                        bits &= bits - 1;
+                        d.deliver(Port(w as u32 * 32 + b));
+                    }
+                }
+            }
             for (port, c) in chans {
                 if c.mem.load_u32(mask_off(c.side), Ordering::SeqCst) == Ok(0)
                     && c.mem.fetch_and_u32(pend_off(c.side), 0, Ordering::SeqCst) == Ok(1)
