@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use pvio_abi::DomId;
 use pvio_blkback::{Blkback, BlkbackConfig};
-use pvio_blkdisk::{Disk, FileOptions, RawUring, UringDisk};
+use pvio_blkdisk::{Disk, FileOptions, NullDisk, RawUring, UringDisk};
 use pvio_blkfront::{Blkfront, BlkfrontConfig, BlockDone, BlockIo, BlockOp};
 use pvio_hv::{Domain, DomainConfig, Hypervisor};
 use pvio_xenbus::toolstack::{DevicePaths, create_device};
@@ -135,17 +135,63 @@ pub fn uring_disk(image: &Image) -> UringDisk {
     UringDisk::open(image.path(), FileOptions::default()).expect("open the image as a UringDisk")
 }
 
-/// A connected blkfront → blkback device (three domains on one in-tree
-/// hypervisor: the toolstack's, the frontend's and the backend's).
+/// A disk a backend can open, in this process or in a backend process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskSpec {
+    /// A [`NullDisk`] of this many sectors.
+    Null(u64),
+    /// A [`UringDisk`] on this image (opened as [`uring_disk`] does).
+    File(PathBuf),
+}
+
+impl DiskSpec {
+    /// Opens the disk.
+    pub fn open(&self) -> io::Result<Arc<dyn Disk>> {
+        Ok(match self {
+            DiskSpec::Null(sectors) => Arc::new(NullDisk::new(*sectors)),
+            DiskSpec::File(p) => Arc::new(
+                UringDisk::open(p, FileOptions::default())
+                    .map_err(|e| io::Error::other(e.to_string()))?,
+            ),
+        })
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            DiskSpec::Null(n) => format!("null:{n}"),
+            DiskSpec::File(p) => format!("file:{}", p.display()),
+        }
+    }
+
+    fn decode(s: &str) -> io::Result<DiskSpec> {
+        let bad = || io::Error::other(format!("bad disk spec {s:?}"));
+        match s.split_once(':') {
+            Some(("null", n)) => Ok(DiskSpec::Null(n.parse().map_err(|_| bad())?)),
+            Some(("file", p)) => Ok(DiskSpec::File(p.into())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The device id of the benchmarks' vbd.
+const DEVID: u32 = 51712;
+
+/// A connected blkfront → blkback device: three domains on one in-tree
+/// hypervisor (the toolstack's, the frontend's and the backend's), or, in
+/// hosted mode ([`Driver::connect_hosted`]), the backend domain in a
+/// process of its own.
 pub struct Driver {
     // Field order is drop order: the frontend closes first (the backend
-    // answers its Closing), then the backend stops, then the domains go.
+    // answers its Closing), then the backend stops, then the domains go,
+    // then the daemon.
     front: Blkfront,
-    back: Blkback,
+    back: Option<Blkback>,
     _fe: Domain,
-    _be: Domain,
+    _be: Option<Domain>,
+    _backend_process: Option<crate::hosted::Kid>,
     _dom0: Domain,
-    _hv: Hypervisor,
+    _hv: Option<Hypervisor>,
+    _daemon: Option<crate::hosted::HvDaemon>,
     blocks: u64,
     /// Buffers handed back by completions, reused by the next submissions.
     bufs: Vec<Vec<u8>>,
@@ -192,7 +238,7 @@ impl Driver {
         let dom0 = hv.create_domain(DomId(0), dc).expect("dom0");
         let fe = hv.create_domain(DomId(1), dc).expect("frontend domain");
         let be = hv.create_domain(DomId(2), dc).expect("backend domain");
-        let dev = DevicePaths::new(fe.id(), be.id(), "vbd", 51712);
+        let dev = DevicePaths::new(fe.id(), be.id(), "vbd", DEVID);
         create_device(&dom0.store(), &dev, &[], &[]).expect("create the vbd");
         let queues = front.queues.min(back.max_queues).max(1);
         let back = Blkback::serve(be.clone(), dev.clone(), disk, back);
@@ -204,11 +250,13 @@ impl Driver {
         );
         Driver {
             front,
-            back,
+            back: Some(back),
             _fe: fe,
-            _be: be,
+            _be: Some(be),
+            _backend_process: None,
             _dom0: dom0,
-            _hv: hv,
+            _hv: Some(hv),
+            _daemon: None,
             blocks,
             bufs: Vec::new(),
             done: Vec::new(),
@@ -216,14 +264,74 @@ impl Driver {
         }
     }
 
+    /// The same device in hosted mode: the hypervisor daemon in this
+    /// process (with dom0, the toolstack, which creates the vbd), blkback
+    /// serving `disk` in a backend process of its own (this executable
+    /// re-run in the `blkback` role: the bench's `main` must call
+    /// [`crate::hosted::child_main`] first), and blkfront in this process
+    /// as a hosted domain with its own daemon connection. The frontend
+    /// and backend configurations are the defaults, with `queues` queues.
+    pub fn connect_hosted(disk: &DiskSpec, queues: u32) -> io::Result<Driver> {
+        use crate::hosted::{BACKEND, FRONTEND, HvDaemon, Kid};
+        let info = disk.open()?.info();
+        let blocks = info.sectors * 512 / BLOCK as u64;
+        let hv = Hypervisor::new();
+        let dom0 = hv
+            .create_domain(DomId(0), DomainConfig::default())
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let daemon = HvDaemon::start(Some(hv))?;
+        let dev = DevicePaths::new(FRONTEND, BACKEND, "vbd", DEVID);
+        create_device(&dom0.store(), &dev, &[], &[])
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let sock = daemon.sock().to_string_lossy().into_owned();
+        let child = Kid::spawn(
+            "blkback",
+            &[
+                ("PVIO_SOCK", sock.clone()),
+                ("PVIO_DISK", disk.encode()),
+                ("PVIO_QUEUES", queues.to_string()),
+            ],
+        )?;
+        child.expect("ready")?;
+        let dc = DomainConfig {
+            pages: 16384,
+            ..DomainConfig::default()
+        };
+        let fe = Domain::connect_hosted(&sock, FRONTEND, dc)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let cfg = BlkfrontConfig {
+            queues,
+            ..BlkfrontConfig::default()
+        };
+        let front =
+            Blkfront::connect(fe.clone(), dev, cfg).map_err(|e| io::Error::other(e.to_string()))?;
+        if front.info().queues != queues.max(1) {
+            return Err(io::Error::other("queues not negotiated"));
+        }
+        Ok(Driver {
+            front,
+            back: None,
+            _fe: fe,
+            _be: None,
+            _backend_process: Some(child),
+            _dom0: dom0,
+            _hv: None,
+            _daemon: Some(daemon),
+            blocks,
+            bufs: Vec::new(),
+            done: Vec::new(),
+            one: vec![0x5a; BLOCK],
+        })
+    }
+
     /// The frontend.
     pub fn front(&self) -> &Blkfront {
         &self.front
     }
 
-    /// The backend.
-    pub fn back(&self) -> &Blkback {
-        &self.back
+    /// The backend (`None` in hosted mode: it is in another process).
+    pub fn back(&self) -> Option<&Blkback> {
+        self.back.as_ref()
     }
 
     /// `ops` 4 KiB random reads or writes (offsets from `rng`) keeping
@@ -435,6 +543,32 @@ pub fn compare(
         ratio: crate::median(&mut ratio),
         added_us: crate::median(&mut added),
     }
+}
+
+/// The backend process of [`Driver::connect_hosted`]: blkback serving the
+/// disk of `PVIO_DISK` as the backend domain, until standard input ends.
+pub(crate) fn hosted_blkback_child() -> io::Result<()> {
+    use crate::hosted::{BACKEND, FRONTEND, say};
+    let var = |k: &str| std::env::var(k).map_err(|e| io::Error::other(format!("{k}: {e}")));
+    let disk = DiskSpec::decode(&var("PVIO_DISK")?)?.open()?;
+    let queues: u32 = var("PVIO_QUEUES")?.parse().map_err(io::Error::other)?;
+    let dc = DomainConfig {
+        pages: 16384,
+        ..DomainConfig::default()
+    };
+    let d = Domain::connect_hosted(var("PVIO_SOCK")?, BACKEND, dc)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let dev = DevicePaths::new(FRONTEND, BACKEND, "vbd", DEVID);
+    let cfg = BlkbackConfig {
+        max_queues: queues,
+        ..BlkbackConfig::default()
+    };
+    let b = Blkback::serve(d, dev, disk, cfg);
+    say("ready");
+    let mut sink = Vec::new();
+    let _ = io::Read::read_to_end(&mut io::stdin(), &mut sink);
+    b.stop();
+    Ok(())
 }
 
 #[cfg(test)]

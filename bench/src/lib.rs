@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blk;
+pub mod hosted;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
