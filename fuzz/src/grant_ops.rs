@@ -77,7 +77,8 @@ struct World {
     _hv: Hypervisor,
     a: Domain,
     grantees: [Domain; 2],
-    held: [Vec<GrantHandle>; 2],
+    /// Handles each grantee holds, with the ref each maps.
+    held: [Vec<(GrantHandle, GrantRef)>; 2],
     grefs: Vec<GrantRef>,
     /// Entries A wrote by hand (their in-use bits are A's own doing).
     scribbled: Vec<u32>,
@@ -104,12 +105,19 @@ impl World {
         Some((flags, dom))
     }
 
+    /// Whether a grantee holds a mapping of `gref`. An entry already
+    /// pinned is served from its active entry, as in Xen: the granter
+    /// rewriting its type, domid, readonly or in-use bits meanwhile changes
+    /// nothing for further maps (and A's own table cannot tell: A may have
+    /// cleared the in-use bits by hand). The flags are checked on first
+    /// pins only.
+    fn pinned(&self, gref: GrantRef) -> bool {
+        self.held.iter().flatten().any(|&(_, g)| g == gref)
+    }
+
     fn map(&mut self, who: usize, gref: GrantRef, readonly: bool) -> Result<(), GntStatus> {
         let before = self.entry(gref);
-        // An entry already pinned is served from its active entry, as in
-        // Xen: the granter rewriting its type or readonly flag meanwhile
-        // changes nothing for further maps. Check the flags on first pins.
-        let pinned = self.a.grant_in_use(gref) == Ok(true);
+        let pinned = self.pinned(gref);
         let r = self.grantees[who].map_grant(A, gref, readonly);
         if let Ok(h) = r {
             let (flags, dom) = before.expect("G1: mapped a ref beyond the table");
@@ -118,9 +126,9 @@ impl World {
                 assert_eq!(flags & GTF_TYPE_MASK, GTF_PERMIT_ACCESS, "G2");
                 assert_eq!(flags & GTF_SUB_PAGE, 0, "G2: sub-page");
                 assert!(readonly || now & GTF_READONLY == 0, "G3");
+                assert_eq!(dom, self.grantees[who].id().0, "G4: wrong domid");
             }
-            assert_eq!(dom, self.grantees[who].id().0, "G4: wrong domid");
-            self.held[who].push(h);
+            self.held[who].push((h, gref));
         }
         r.map(|_| ())
     }
@@ -201,20 +209,18 @@ pub fn run(data: &[u8]) {
                     .iter()
                     .map(|&r| (A, w.gref(r)))
                     .collect();
-                let before: Vec<_> = grefs
-                    .iter()
-                    .map(|&(_, g)| (w.entry(g), w.a.grant_in_use(g) == Ok(true)))
-                    .collect();
+                let before: Vec<_> = grefs.iter().map(|&(_, g)| w.entry(g)).collect();
                 let res = w.grantees[who].map_grants(&grefs, readonly);
                 assert_eq!(res.len(), grefs.len(), "G7: a status per op");
-                for (r, (e, pinned)) in res.into_iter().zip(before) {
+                // In order: an earlier op of the batch may pin a later one's ref.
+                for ((r, e), &(_, g)) in res.into_iter().zip(before).zip(&grefs) {
                     if let Ok(h) = r {
                         let (flags, dom) = e.expect("G1");
-                        if !pinned {
+                        if !w.pinned(g) {
                             assert_eq!(flags & GTF_TYPE_MASK, GTF_PERMIT_ACCESS, "G2");
+                            assert_eq!(dom, w.grantees[who].id().0, "G4");
                         }
-                        assert_eq!(dom, w.grantees[who].id().0, "G4");
-                        w.held[who].push(h);
+                        w.held[who].push((h, g));
                     }
                 }
             }
@@ -222,12 +228,12 @@ pub fn run(data: &[u8]) {
                 let who = usize::from(who % 2);
                 let list = &mut w.held[who];
                 let handle = if held && !list.is_empty() {
-                    list[h as usize % list.len()]
+                    list[h as usize % list.len()].0
                 } else {
                     GrantHandle(h)
                 };
                 let r = w.grantees[who].unmap_grant(handle);
-                match list.iter().position(|&x| x == handle) {
+                match list.iter().position(|&(x, _)| x == handle) {
                     Some(i) => {
                         assert!(r.is_ok(), "unmap of a held handle: {r:?}");
                         list.swap_remove(i);
@@ -294,7 +300,7 @@ pub fn run(data: &[u8]) {
     }
     // Teardown: every mapping released, nothing left in use.
     for (d, held) in w.grantees.iter().zip(&mut w.held) {
-        for h in held.drain(..) {
+        for (h, _) in held.drain(..) {
             d.unmap_grant(h).expect("unmap at teardown");
         }
         assert_eq!(d.live_mappings(), 0, "mappings leaked");

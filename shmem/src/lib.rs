@@ -197,7 +197,7 @@ pub fn copy<S: SharedMem + ?Sized, D: SharedMem + ?Sized>(
             // (which stay mapped while the borrows of src and dst live), they
             // do not overlap, and region memory is only accessed atomically
             // or by bulk_copy.
-            unsafe { raw::bulk_copy(s_ptr, d_ptr, len) };
+            unsafe { raw::bulk_copy(s_ptr, d_ptr, len, true) };
             return Ok(());
         }
     }

@@ -58,25 +58,26 @@ macro_rules! atomic_accessor {
     };
 }
 
-/// A read prefetch of the cache line holding `p` (no-op off x86_64).
+/// A read prefetch of the cache line holding `p` (no-op off x86_64 and
+/// under Miri).
 #[inline(always)]
 fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         // SAFETY: a prefetch is only a hint: it never faults and does not
         // access memory in the language's sense; p lies inside the region.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     let _ = p;
 }
 
 /// Whether the CPU has `prefetchw` (CPUID 0x8000_0001 ECX bit 8,
-/// `3DNowPrefetch`/`PRFCHW`), asked once.
+/// `3DNowPrefetch`/`PRFCHW`), asked once; never under Miri (no CPUID).
 #[inline]
 fn has_prefetchw() -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         use core::sync::atomic::AtomicU8;
         static HAS: AtomicU8 = AtomicU8::new(0); // 0 unknown, 1 no, 2 yes
@@ -91,7 +92,7 @@ fn has_prefetchw() -> bool {
             v => v == 2,
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     {
         false
     }
@@ -101,13 +102,13 @@ fn has_prefetchw() -> bool {
 /// [`has_prefetchw`] said yes.
 #[inline(always)]
 fn prefetchw_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     // SAFETY: PREFETCHW is only a hint: it never faults, does not modify
     // memory or flags, and the caller checked the CPU supports it.
     unsafe {
         core::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     prefetch_line(p);
 }
 
@@ -123,12 +124,17 @@ pub(crate) const BULK_MIN: usize = 256;
 /// hardware copies whatever is there, like a DMA engine would). Elsewhere,
 /// and under Miri, it is a loop of relaxed atomic byte copies.
 ///
+/// `src_shared` says whether `src` is shared memory (read atomically by the
+/// fallback) or a private buffer, perhaps behind a shared reference (read
+/// plainly: an atomic view of it would need write permission).
+///
 /// # Safety
 /// `src..src+len` must be valid for reads and `dst..dst+len` for writes,
 /// the two ranges must not overlap, and any shared memory among them must
-/// only ever be accessed atomically or through this function.
+/// only ever be accessed atomically or through this function; with
+/// `src_shared == false`, nobody writes `src` during the copy.
 #[inline]
-pub(crate) unsafe fn bulk_copy(src: *const u8, dst: *mut u8, len: usize) {
+pub(crate) unsafe fn bulk_copy(src: *const u8, dst: *mut u8, len: usize, src_shared: bool) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     // SAFETY: the caller guarantees both ranges are valid and disjoint;
     // `rep movsb` copies exactly len bytes forwards (DF is clear per the ABI)
@@ -142,12 +148,19 @@ pub(crate) unsafe fn bulk_copy(src: *const u8, dst: *mut u8, len: usize) {
             options(nostack, preserves_flags)
         );
     }
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    let _ = src_shared;
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     for i in 0..len {
-        // SAFETY: i < len: inside both valid ranges; shared bytes are only
-        // accessed atomically.
-        let b =
-            unsafe { AtomicU8::from_ptr(src.wrapping_add(i).cast_mut()) }.load(Ordering::Relaxed);
+        let b = if src_shared {
+            // SAFETY: i < len: inside both valid ranges; shared bytes are
+            // only accessed atomically.
+            unsafe { AtomicU8::from_ptr(src.wrapping_add(i).cast_mut()) }.load(Ordering::Relaxed)
+        } else {
+            // SAFETY: i < len: inside the valid source range, private and
+            // not written during the copy (caller).
+            unsafe { src.wrapping_add(i).read() }
+        };
         // SAFETY: as above.
         unsafe { AtomicU8::from_ptr(dst.wrapping_add(i)) }.store(b, Ordering::Relaxed);
     }
@@ -268,7 +281,7 @@ impl RawRegion {
         if dst.len() >= BULK_MIN {
             // SAFETY: the source range is inside the region (checked above),
             // dst is a distinct local buffer of the same length.
-            unsafe { bulk_copy(base, dst.as_mut_ptr(), dst.len()) };
+            unsafe { bulk_copy(base, dst.as_mut_ptr(), dst.len(), true) };
             return Ok(());
         }
         macro_rules! copy_out {
@@ -303,7 +316,7 @@ impl RawRegion {
         if src.len() >= BULK_MIN {
             // SAFETY: the destination range is inside the region (checked
             // above), src is a distinct local buffer of the same length.
-            unsafe { bulk_copy(src.as_ptr(), base, src.len()) };
+            unsafe { bulk_copy(src.as_ptr(), base, src.len(), false) };
             return Ok(());
         }
         macro_rules! copy_in {
