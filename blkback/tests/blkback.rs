@@ -15,7 +15,7 @@ use pvio_blkback::{Blkback, BlkbackConfig};
 use pvio_blkdisk::{Disk, MemDisk};
 use pvio_hv::{Domain, DomainConfig, Hypervisor, Window};
 use pvio_ring::FrontRing;
-use pvio_shmem::{MemfdMem, SharedMem};
+use pvio_shmem::{MemfdMem, SharedMem, SharedMemExt};
 use pvio_xenbus::device::{read_u64, switch_state, wait_for_state};
 use pvio_xenbus::toolstack::{DevicePaths, create_device};
 
@@ -530,4 +530,194 @@ fn frontend_disappears_backend_releases_everything() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// SECURITY.md BB7 (XSA-155): a flipper thread rewrites the live indirect
+/// page, between valid segments of two lengths and bogus ones (last before
+/// first, past the page, a reference never granted), while requests that
+/// use it are in flight. Every request is answered; one answered OKAY
+/// wrote exactly one of the valid shapes at its own sectors, one answered
+/// with an error wrote nothing, and nothing outside the requests' sectors
+/// changed: the backend used the one copy it validated.
+#[test]
+fn bb7_indirect_page_rewritten_while_in_flight() {
+    use std::sync::atomic::{AtomicBool, Ordering as AtOrd};
+    const N: u64 = 240; // one 8-sector slot each, inside the 2048 sectors
+    const IN_FLIGHT: u64 = 8;
+    let fx = fixture(BlkbackConfig::default(), false);
+    let mut f = fx.connect(0, true);
+    let (_, data) = fx.data_page(0x77, true);
+    let (ind_frame, ind_gref) = fx.data_page(0, true);
+    let page = fx.fe.frame(ind_frame).unwrap();
+    let seg = |gref, first_sect, last_sect| RequestSegment {
+        gref,
+        first_sect,
+        last_sect,
+        ..Default::default()
+    };
+    let variants = [
+        seg(data, 2, 5),           // valid: 4 sectors
+        seg(data, 0, 7),           // valid: 8 sectors
+        seg(data, 5, 2),           // last before first
+        seg(data, 0, 200),         // past the page
+        seg(GrantRef(9999), 0, 7), // never granted
+    ];
+    page.write_obj(0, &variants[0]).unwrap();
+    let stop = AtomicBool::new(false);
+    let flips = std::thread::scope(|s| {
+        let flipper = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(AtOrd::Relaxed) {
+                page.write_obj(0, &variants[(n % 5) as usize]).unwrap();
+                n += 1;
+            }
+            n
+        });
+        let (mut sent, mut got) = (0u64, 0u64);
+        let mut status = vec![None; N as usize];
+        let deadline = std::time::Instant::now() + GUARD * 4;
+        while got < N {
+            while sent < N && sent - got < IN_FLIGHT {
+                let mut ind = RequestIndirect {
+                    operation: BLKIF_OP_INDIRECT,
+                    indirect_op: BLKIF_OP_WRITE,
+                    nr_segments: 1,
+                    sector_number: sent * 8,
+                    id: sent,
+                    ..Default::default()
+                };
+                ind.indirect_grefs[0] = ind_gref;
+                f.ring.push_request(&Request::from(ind)).unwrap();
+                sent += 1;
+            }
+            if f.ring.publish_and_check_notify().unwrap().is_needed() {
+                fx.fe.events().send(f.port).unwrap();
+            }
+            while let Some(r) = f.ring.next_response().unwrap() {
+                assert_eq!(r.operation, BLKIF_OP_WRITE, "the inner op is echoed");
+                let slot = &mut status[r.id as usize];
+                assert!(slot.is_none(), "one response per request");
+                *slot = Some(r.status);
+                got += 1;
+            }
+            assert!(std::time::Instant::now() < deadline, "responses missing");
+            std::thread::yield_now();
+        }
+        stop.store(true, AtOrd::Relaxed);
+        let flips = flipper.join().unwrap();
+        let c = fx.disk.contents();
+        let (mut ok, mut err) = (0, 0);
+        for (i, st) in status.iter().enumerate() {
+            let slot = &c[i * 8 * 512..(i + 1) * 8 * 512];
+            let written = slot.iter().take_while(|&&b| b == 0x77).count();
+            let rest_zero = slot[written..].iter().all(|&b| b == 0);
+            match st.unwrap() {
+                BLKIF_RSP_OKAY => {
+                    ok += 1;
+                    assert!(
+                        rest_zero && (written == 4 * 512 || written == 8 * 512),
+                        "request {i}: OKAY but wrote {written} bytes, not one valid shape"
+                    );
+                }
+                BLKIF_RSP_ERROR => {
+                    err += 1;
+                    assert!(written == 0 && rest_zero, "request {i}: error but wrote");
+                }
+                s => panic!("request {i}: status {s}"),
+            }
+        }
+        assert!(
+            c[N as usize * 8 * 512..].iter().all(|&b| b == 0),
+            "nothing written outside the requests' sectors"
+        );
+        eprintln!("BB7: {flips} flips; {ok} requests OKAY, {err} refused");
+        flips
+    });
+    assert!(flips > 0);
+    // Still serving with a stable page.
+    page.write_obj(0, &variants[1]).unwrap();
+    let mut ind = RequestIndirect {
+        operation: BLKIF_OP_INDIRECT,
+        indirect_op: BLKIF_OP_WRITE,
+        nr_segments: 1,
+        sector_number: 2040,
+        ..Default::default()
+    };
+    ind.indirect_grefs[0] = ind_gref;
+    assert_eq!(fx.call(&mut f, Request::from(ind)).status, BLKIF_RSP_OKAY);
+}
+
+/// SECURITY.md BB8 (XSA-361/365): revoked grants — a data gref among valid
+/// ones, an indirect page's gref, and a data gref named by a valid
+/// indirect page — each get ERROR, and the mappings made for the valid
+/// part of the request are undone (no persistent grants here, so the
+/// backend holds no mapping once a request is answered).
+#[test]
+fn bb8_revoked_data_and_indirect_grefs() {
+    let fx = fixture(BlkbackConfig::default(), false);
+    let mut f = fx.connect(0, false);
+    // Every grant is made before any is revoked: a freed reference is
+    // reused by the next grant.
+    let (_, good) = fx.data_page(0x11, false);
+    let (_, good2) = fx.data_page(0x22, false);
+    let (_, gone) = fx.data_page(0x33, false);
+    let (_, gone_ind) = fx.data_page(0, false);
+    let (ind_frame, ind_gref) = fx.data_page(0, true);
+    fx.fe.end_access(gone).unwrap();
+    fx.fe.end_access(gone_ind).unwrap();
+    let base = fx.be.live_mappings();
+    // A valid first segment, a revoked second one.
+    let r = fx.call(&mut f, rw(BLKIF_OP_WRITE, 0, &[(good, 0, 7), (gone, 0, 7)]));
+    assert_eq!(r.status, BLKIF_RSP_ERROR, "revoked data gref");
+    assert_eq!(fx.be.live_mappings(), base, "partial mappings undone");
+    assert!(
+        fx.disk.contents()[..8 * 512].iter().all(|&b| b == 0),
+        "nothing written"
+    );
+    // A revoked indirect page.
+    let mut ind = RequestIndirect {
+        operation: BLKIF_OP_INDIRECT,
+        indirect_op: BLKIF_OP_READ,
+        nr_segments: 2,
+        sector_number: 16,
+        ..Default::default()
+    };
+    ind.indirect_grefs[0] = gone_ind;
+    assert_eq!(
+        fx.call(&mut f, Request::from(ind)).status,
+        BLKIF_RSP_ERROR,
+        "revoked indirect gref"
+    );
+    assert_eq!(fx.be.live_mappings(), base);
+    // A valid indirect page naming a valid and a revoked data gref.
+    let segs =
+        [(good2, 0u8, 7u8), (gone, 0, 7)].map(|(gref, first_sect, last_sect)| RequestSegment {
+            gref,
+            first_sect,
+            last_sect,
+            ..Default::default()
+        });
+    fx.fe
+        .frame(ind_frame)
+        .unwrap()
+        .write_bytes(0, bytemuck_cast(&segs))
+        .unwrap();
+    ind.indirect_grefs[0] = ind_gref;
+    ind.indirect_op = BLKIF_OP_WRITE;
+    let r = fx.call(&mut f, Request::from(ind));
+    assert_eq!((r.status, r.operation), (BLKIF_RSP_ERROR, BLKIF_OP_WRITE));
+    assert_eq!(fx.be.live_mappings(), base, "partial mappings undone");
+    assert!(
+        fx.disk.contents()[16 * 512..32 * 512]
+            .iter()
+            .all(|&b| b == 0),
+        "nothing written"
+    );
+    // Still serving.
+    assert_eq!(
+        fx.call(&mut f, rw(BLKIF_OP_WRITE, 0, &[(good, 0, 7)]))
+            .status,
+        BLKIF_RSP_OKAY
+    );
+    assert!(fx.disk.contents()[..8 * 512].iter().all(|&b| b == 0x11));
 }
