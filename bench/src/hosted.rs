@@ -747,6 +747,15 @@ impl NetPair {
                     "ip",
                     &["netns", "exec", a, "iperf3", "-c", to, "-t", &secs_s, "-J"],
                 );
+                // Connection refused (the server not listening yet) comes
+                // back as JSON with an "error" member.
+                let r = r.and_then(|json| {
+                    if json.contains("\"error\"") {
+                        Err(io::Error::other(json))
+                    } else {
+                        Ok(json)
+                    }
+                });
                 match r {
                     Ok(json) => return parse_bps(&json),
                     // The server may not be listening yet.
