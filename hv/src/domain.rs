@@ -82,6 +82,9 @@ pub(crate) struct DomainState {
     /// domain from a later one with the same id (hosted mode's memory
     /// cache).
     pub(crate) inc: u64,
+    /// Hosted mode: sets of this domain's own frames that stage the local
+    /// buffers of grant copies (see `Domain::grant_copy`).
+    pub(crate) staging: Mutex<Vec<Vec<u32>>>,
 }
 
 static NEXT_INC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -136,11 +139,13 @@ impl DomainState {
             dead: AtomicBool::new(false),
             dispatch: Arc::default(),
             inc: NEXT_INC.fetch_add(1, AtOrd::Relaxed),
+            staging: Mutex::new(Vec::new()),
         })
     }
 
-    pub(crate) fn kill(&self) {
-        self.dead.store(true, AtOrd::Release);
+    /// Marks the domain dead; whether this call did (not an earlier one).
+    pub(crate) fn kill(&self) -> bool {
+        !self.dead.swap(true, AtOrd::AcqRel)
     }
 
     pub(crate) fn is_dead(&self) -> bool {

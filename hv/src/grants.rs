@@ -470,7 +470,7 @@ impl Domain {
     /// of operations on that granter rather than twice per operation.
     pub fn grant_copy(&self, ops: &mut [CopyOp<'_>]) -> usize {
         if let Some(r) = &self.remote {
-            return r.copy(ops);
+            return self.remote_copy(r, ops);
         }
         // Pass 0: the granters named in the batch (usually one).
         let mut granters: Vec<(DomId, Option<Arc<DomainState>>)> = Vec::new();
@@ -822,5 +822,153 @@ impl ReadOnlyMapping {
 impl Drop for ReadOnlyMapping {
     fn drop(&mut self) {
         let _ = self.dom.unmap_grant(self.handle);
+    }
+}
+
+/// Frames in one staging set of a hosted domain's grant copies.
+const STAGE_FRAMES: usize = 64;
+
+impl Domain {
+    /// Hosted grant copy. The daemon does the copy, and it reaches this
+    /// domain's own memory but not the process's private buffers: a local
+    /// buffer end ([`CopySrc::Buf`], [`CopyDst::Buf`]) of up to a page is
+    /// staged in a frame of this domain's memory (written before the call,
+    /// read after it) and named as a [`CopySrc::Frame`] or
+    /// [`CopyDst::Frame`], so the socket carries descriptors, not data.
+    /// Statuses are those of the same ops on the buffers (a staged buffer
+    /// shorter than the length is not staged, and fails as it would).
+    /// Without a free staging set (the domain's memory is full), the data
+    /// travels in the message.
+    fn remote_copy(
+        &self,
+        r: &crate::hosted::remote::RemoteDomain,
+        ops: &mut [CopyOp<'_>],
+    ) -> usize {
+        let stageable = |o: &CopyOp<'_>| {
+            let len = usize::from(o.len);
+            len <= PAGE_SIZE
+                && (matches!(&o.src, CopySrc::Buf(b) if b.len() >= len)
+                    || matches!(&o.dst, CopyDst::Buf(b) if b.len() >= len))
+        };
+        if !ops.iter().any(stageable) {
+            return r.copy(ops);
+        }
+        let Some(set) = self.take_staging() else {
+            return r.copy(ops);
+        };
+        let mut done = 0;
+        // At most two staged ends per op.
+        for chunk in ops.chunks_mut(set.len() / 2) {
+            done += self.remote_copy_staged(r, chunk, &set);
+        }
+        domain_lock(&self.st.staging).push(set);
+        done
+    }
+
+    fn take_staging(&self) -> Option<Vec<u32>> {
+        if let Some(s) = domain_lock(&self.st.staging).pop() {
+            return Some(s);
+        }
+        [STAGE_FRAMES, 8]
+            .into_iter()
+            .find_map(|n| self.alloc_frames(n))
+    }
+
+    fn remote_copy_staged(
+        &self,
+        r: &crate::hosted::remote::RemoteDomain,
+        ops: &mut [CopyOp<'_>],
+        set: &[u32],
+    ) -> usize {
+        let mut next = set.iter().copied();
+        // (staged source frame, staged destination frame) per op.
+        let mut staged: Vec<(Option<u32>, Option<u32>)> = Vec::with_capacity(ops.len());
+        let mut wire: Vec<CopyOp<'_>> = Vec::with_capacity(ops.len());
+        for o in ops.iter() {
+            let len = usize::from(o.len);
+            let fits = len <= PAGE_SIZE;
+            let src_frame = match &o.src {
+                CopySrc::Buf(b) if fits && b.len() >= len => next.next().filter(|&f| {
+                    self.frame(f)
+                        .is_some_and(|w| w.write_bytes(0, &b[..len]).is_ok())
+                }),
+                _ => None,
+            };
+            let dst_frame = match &o.dst {
+                CopyDst::Buf(b) if fits && b.len() >= len => next.next(),
+                _ => None,
+            };
+            let src = match (src_frame, &o.src) {
+                (Some(frame), _) => CopySrc::Frame { frame, offset: 0 },
+                (
+                    None,
+                    CopySrc::Gref {
+                        domid,
+                        gref,
+                        offset,
+                    },
+                ) => CopySrc::Gref {
+                    domid: *domid,
+                    gref: *gref,
+                    offset: *offset,
+                },
+                (None, CopySrc::Frame { frame, offset }) => CopySrc::Frame {
+                    frame: *frame,
+                    offset: *offset,
+                },
+                (None, CopySrc::Buf(b)) => CopySrc::Buf(b),
+            };
+            staged.push((src_frame, dst_frame));
+            wire.push(CopyOp::new(
+                src,
+                CopyDst::Frame {
+                    frame: 0,
+                    offset: 0,
+                },
+                o.len,
+            ));
+        }
+        // Destinations: staged frames, or the caller's own ends.
+        for ((o, w), &(_, df)) in ops.iter_mut().zip(wire.iter_mut()).zip(&staged) {
+            w.dst = match (df, &mut o.dst) {
+                (Some(frame), _) => CopyDst::Frame { frame, offset: 0 },
+                (
+                    None,
+                    CopyDst::Gref {
+                        domid,
+                        gref,
+                        offset,
+                    },
+                ) => CopyDst::Gref {
+                    domid: *domid,
+                    gref: *gref,
+                    offset: *offset,
+                },
+                (None, CopyDst::Frame { frame, offset }) => CopyDst::Frame {
+                    frame: *frame,
+                    offset: *offset,
+                },
+                (None, CopyDst::Buf(b)) => CopyDst::Buf(std::mem::take(b)),
+            };
+        }
+        r.copy(&mut wire);
+        for ((o, w), &(_, df)) in ops.iter_mut().zip(wire).zip(&staged) {
+            o.status = w.status;
+            match (df, &mut o.dst, w.dst) {
+                (Some(frame), CopyDst::Buf(b), _) if o.status == GntStatus::Okay => {
+                    let len = usize::from(o.len);
+                    let ok = self
+                        .frame(frame)
+                        .is_some_and(|win| win.read_bytes(0, &mut b[..len]).is_ok());
+                    if !ok {
+                        o.status = GntStatus::GeneralError;
+                    }
+                }
+                // An unstaged buffer lent to the wire op: give it back.
+                (None, CopyDst::Buf(b), CopyDst::Buf(back)) => *b = back,
+                _ => {}
+            }
+        }
+        ops.iter().filter(|o| o.status == GntStatus::Okay).count()
     }
 }

@@ -214,11 +214,15 @@ impl Hypervisor {
         let st = self
             .inner
             .domains
-            .write()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id.0)
+            .get(&id.0)
+            .cloned()
             .ok_or(HvError::NoSuchDomain(id))?;
-        st.kill();
+        if !st.kill() {
+            // Another destroy is under way.
+            return Err(HvError::NoSuchDomain(id));
+        }
         // Its ports close (peers' ports go back to unbound, and their sends
         // then fail with `Closed`), its store connections, watches and
         // /local/domain/<id> go, then its grant mappings are released.
@@ -227,6 +231,14 @@ impl Hypervisor {
             let _ = self.inner.store.release_domain(id);
         }
         grants::release_all_mappings(&self.inner, &st);
+        // Only now is the id free: a toolstack that sees the domain gone
+        // (and recreates its devices) never has them removed by a cleanup
+        // still running.
+        self.inner
+            .domains
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.0);
         Ok(())
     }
 }

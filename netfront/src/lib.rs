@@ -324,6 +324,51 @@ pub struct Netfront {
     spurious: u32,
     backoff: Duration,
     stats: Stats,
+    waker: Waker,
+}
+
+/// Wakes a thread blocked in [`Netfront::wait`] from another thread, for a
+/// caller that also has other work to wait for (a TAP device's frames,
+/// say): that `wait` then returns at once. Cheap to call per frame: only
+/// the first wake after the waiter last looked costs an `unpark`.
+#[derive(Clone, Debug, Default)]
+pub struct Waker(std::sync::Arc<WakeState>);
+
+#[derive(Debug, Default)]
+struct WakeState {
+    woken: std::sync::atomic::AtomicBool,
+    waiter: std::sync::Mutex<Option<std::thread::Thread>>,
+}
+
+impl Waker {
+    /// Makes the current or next [`Netfront::wait`] return.
+    pub fn wake(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.0.woken.swap(true, SeqCst)
+            && let Some(t) = self
+                .0
+                .waiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+        {
+            t.unpark();
+        }
+    }
+
+    /// Takes a wake (the waiter's side).
+    fn take(&self) -> bool {
+        self.0
+            .woken
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn register(&self) {
+        let mut w = self.0.waiter.lock().unwrap_or_else(|e| e.into_inner());
+        if w.as_ref().map(std::thread::Thread::id) != Some(std::thread::current().id()) {
+            *w = Some(std::thread::current());
+        }
+    }
 }
 
 impl fmt::Debug for Netfront {
@@ -393,6 +438,7 @@ impl Netfront {
             spurious: 0,
             backoff: BACKOFF_MIN,
             stats: Stats::default(),
+            waker: Waker::default(),
         };
         if let Err(e) = me.handshake() {
             // Tell the backend this frontend gave up.
@@ -546,19 +592,26 @@ impl Netfront {
     }
 
     /// Waits up to `timeout` until a frame is received or, after a send
-    /// found no room, every queue has room again. An error if the device is
-    /// broken or the backend went away.
+    /// found no room, every queue has room again, or a [`Waker`] of the
+    /// device is woken. An error if the device is broken or the backend
+    /// went away.
     pub fn wait(&mut self, timeout: Duration) -> Result<Ready, NetError> {
         let start = Instant::now();
+        self.waker.register();
         loop {
             self.process();
             self.usable()?;
             let r = self.readiness();
-            if r.rx || r.tx || start.elapsed() >= timeout {
+            if r.rx || r.tx || start.elapsed() >= timeout || self.waker.take() {
                 return Ok(r);
             }
             self.wait_once(start, timeout);
         }
+    }
+
+    /// A handle that makes [`Netfront::wait`] return from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
     }
 
     /// Closes the device: disconnects from the backend (waiting up to
@@ -748,7 +801,13 @@ impl Netfront {
         // vCPUs and netback's threads, spinning halved the throughput).
         let t0 = Instant::now();
         loop {
-            if self.queues.iter_mut().any(Queue::has_responses) {
+            if self.queues.iter_mut().any(Queue::has_responses)
+                || self
+                    .waker
+                    .0
+                    .woken
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return;
             }
             let spun = t0.elapsed();

@@ -18,8 +18,11 @@
 //! on timing.
 
 use std::collections::HashMap;
+#[cfg(feature = "smoltcp")]
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
+#[cfg(feature = "smoltcp")]
+use std::process::{Child, ChildStdout, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1084,9 +1087,11 @@ fn tap_netns_arp_and_icmp_echo() {
     assert!(g.nf().broken().is_none());
 }
 
+#[cfg(feature = "smoltcp")]
 /// Kills the child (a server in the namespace) when dropped.
 struct Server(Child);
 
+#[cfg(feature = "smoltcp")]
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -1094,6 +1099,7 @@ impl Drop for Server {
     }
 }
 
+#[cfg(feature = "smoltcp")]
 /// The Python server: reads `n` bytes, echoing them back as they come,
 /// then half-closes, waits for the peer's FIN and prints the count and
 /// the CRC-32 of what it read.
@@ -1121,6 +1127,7 @@ print(got, crc, flush=True)
 c.close()
 "#;
 
+#[cfg(feature = "smoltcp")]
 /// CRC-32 (IEEE), as Python's `zlib.crc32`.
 fn crc32(d: &[u8]) -> u32 {
     let mut table = [0u32; 256];
@@ -1142,6 +1149,7 @@ fn crc32(d: &[u8]) -> u32 {
     !c
 }
 
+#[cfg(feature = "smoltcp")]
 /// Starts the echo server in namespace `ns`; `None` (after printing why)
 /// without python3.
 fn echo_server(ns: &str, n: usize, port: u16) -> Option<(Server, BufReader<ChildStdout>)> {

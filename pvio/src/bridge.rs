@@ -7,9 +7,11 @@
 //!
 //! The port's reader thread queues frames in a bounded inbox (frames past
 //! [`INBOX`] are dropped, like a full NIC queue); the bridge loop runs in
-//! the caller's thread, which owns the netfront. [`Netfront::wait`] can only
-//! be woken by the netfront's own event channel, so an idle bridge sleeps
-//! at most [`IDLE_WAIT`] before it looks at the inbox again.
+//! the caller's thread, which owns the netfront. An idle bridge sleeps in
+//! [`Netfront::wait`]; a frame put in the inbox wakes it through the
+//! netfront's [`Waker`](pvio_netfront::Waker) (only the first frame after
+//! the bridge last looked costs a wakeup), and it looks at `stop` at least
+//! every [`IDLE_WAIT`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +24,7 @@ use pvio_netfront::{NetError, Netfront};
 /// Frames held between the port and the netfront.
 pub const INBOX: usize = 1024;
 /// Longest sleep of an idle bridge.
-pub const IDLE_WAIT: Duration = Duration::from_millis(1);
+pub const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Frames moved per direction per round.
 const BATCH: usize = 256;
 
@@ -42,10 +44,10 @@ pub struct BridgeStats {
     pub port_errors: u64,
 }
 
-#[derive(Default)]
 struct Inbox {
     q: Mutex<VecDeque<pvio_netback::Packet>>,
     dropped: AtomicU64,
+    waker: pvio_netfront::Waker,
 }
 
 impl PacketSink for Inbox {
@@ -56,6 +58,8 @@ impl PacketSink for Inbox {
             return false;
         }
         q.push_back(pkt);
+        drop(q);
+        self.waker.wake();
         true
     }
 }
@@ -104,7 +108,11 @@ pub fn bridge(
     port: &dyn Port,
     stop: &AtomicBool,
 ) -> Result<BridgeStats, NetError> {
-    let inbox = Arc::new(Inbox::default());
+    let inbox = Arc::new(Inbox {
+        q: Mutex::new(VecDeque::new()),
+        dropped: AtomicU64::new(0),
+        waker: nf.waker(),
+    });
     port.attach(Some(inbox.clone()));
     let r = run(nf, port, &inbox, stop);
     port.attach(None);
