@@ -134,7 +134,7 @@ pub fn run(data: &[u8]) {
     let (client, server) = UnixStream::pair().expect("socketpair");
     let domid = if h.guest { DomId(1) } else { DomId(0) };
     let srv = std::thread::spawn(move || {
-        let _ = pvio_xenbus::wire::serve_stream(&store, server, domid);
+        let _ = pvio_xenbus::wire::serve_stream_blocking(&store, server, domid);
     });
     let mut reader = client.try_clone().expect("clone");
     let rd = std::thread::spawn(move || {

@@ -635,8 +635,14 @@ impl Conn {
         domain_path(domid)
     }
 
-    /// True once the connection was closed by [`Store::release_domain`]:
-    /// every request then fails with `EIO`.
+    /// Ends this connection's watch events: waiting readers wake, queued
+    /// and later events are dropped (for a server whose client is gone).
+    pub fn close_events(&self) {
+        self.queue.close();
+    }
+
+    /// True once the connection was closed by [`Store::release_domain`]
+    /// (every request then fails with `EIO`) or [`Conn::close_events`].
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()
     }

@@ -40,7 +40,7 @@ use pvio_abi::xenbus::{XENSTORE_PAYLOAD_MAX, XsdSockmsg};
 use crate::XsError;
 
 pub use client::WireConn;
-pub use server::{WRITE_TIMEOUT, WireServer, serve_stream};
+pub use server::{WRITE_TIMEOUT, WireServer, serve_stream, serve_stream_blocking};
 
 /// Size of the message header (`struct xsd_sockmsg`).
 pub const HEADER_SIZE: usize = 16;

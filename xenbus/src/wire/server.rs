@@ -103,7 +103,7 @@ impl WireServer {
                         // A failed accept or connection setup affects only
                         // that connection.
                         if let Ok(stream) = stream {
-                            let _ = serve(&store, &registry, stream, DOM0);
+                            let _ = serve(&store, &registry, stream, DOM0, false);
                         }
                     }
                 })?
@@ -131,7 +131,7 @@ impl WireServer {
     /// handed to a domain process) as `domid`; returns once its threads
     /// are started. The connection is closed when the server is dropped.
     pub fn serve_stream(&self, stream: UnixStream, domid: DomId) -> io::Result<()> {
-        serve(&self.store, &self.registry, stream, domid)
+        serve(&self.store, &self.registry, stream, domid, false)
     }
 
     /// Connections open now.
@@ -163,7 +163,14 @@ impl Drop for WireServer {
 /// process that hands out connections itself. The connection lives until
 /// the peer closes it (or breaks the protocol).
 pub fn serve_stream(store: &Store, stream: UnixStream, domid: DomId) -> io::Result<()> {
-    serve(store, &SharedRegistry::default(), stream, domid)
+    serve(store, &SharedRegistry::default(), stream, domid, false)
+}
+
+/// [`serve_stream`] on the calling thread: returns once the peer closed
+/// the connection (or broke the protocol) and every thread serving it has
+/// ended.
+pub fn serve_stream_blocking(store: &Store, stream: UnixStream, domid: DomId) -> io::Result<()> {
+    serve(store, &SharedRegistry::default(), stream, domid, true)
 }
 
 fn serve(
@@ -171,6 +178,7 @@ fn serve(
     registry: &SharedRegistry,
     stream: UnixStream,
     domid: DomId,
+    blocking: bool,
 ) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let reader = stream.try_clone()?;
@@ -205,16 +213,23 @@ fn serve(
     let store2 = store.clone();
     let registry2 = registry.clone();
     let done2 = done.clone();
+    let run = move || {
+        request_loop(&store2, &conn, reader, &writer);
+        done.store(true, Ordering::Release);
+        // Wakes the event thread now rather than at its next poll.
+        conn.close_events();
+        let _ = lock(&writer).shutdown(std::net::Shutdown::Both);
+        let _ = events.join();
+        lock(&registry2).streams.remove(&id);
+        drop(conn);
+    };
+    if blocking {
+        run();
+        return Ok(());
+    }
     let spawned = thread::Builder::new()
         .name(format!("xs-wire-rq{domid}"))
-        .spawn(move || {
-            request_loop(&store2, &conn, reader, &writer);
-            done.store(true, Ordering::Release);
-            let _ = lock(&writer).shutdown(std::net::Shutdown::Both);
-            let _ = events.join();
-            lock(&registry2).streams.remove(&id);
-            drop(conn);
-        });
+        .spawn(run);
     if let Err(e) = spawned {
         // The event thread ends at its next poll.
         done2.store(true, Ordering::Release);
