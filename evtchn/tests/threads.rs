@@ -291,7 +291,7 @@ fn e6_reset_racing_alloc_stays_consistent() {
             }
         });
         // Allocator (this thread).
-        for _ in 0..miri_or(200, 20_000) {
+        for _ in 0..miri_or(20, 20_000) {
             let before = done.load(SeqCst);
             match ec.alloc_unbound(victim, peer) {
                 Ok(p) => {
@@ -367,7 +367,7 @@ fn e4_close_racing_send_and_handler() {
                 let _ = w.wait(Duration::from_millis(1)).unwrap();
             }
         });
-        for _ in 0..miri_or(100, 2_000) {
+        for _ in 0..miri_or(20, 2_000) {
             let bp = match ec.status(FE, fp).unwrap().state {
                 PortState::Interdomain { remote_port, .. } => remote_port,
                 s => panic!("{s:?}"),

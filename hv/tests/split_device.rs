@@ -155,3 +155,39 @@ fn split_device_end_to_end_then_frontend_dies() {
     // The frontend's store entries went with it.
     assert!(dom0.store().read(&dev.frontend_key("state")).is_err());
 }
+
+/// A destroyed domain stays listed until its cleanup is done: once
+/// `domains()` no longer names it, its store nodes are gone and its id can
+/// be reused, so a toolstack that recreates its devices at that moment
+/// never has them removed by a cleanup still running (found by the hosted
+/// L2 test, where a new backend's nodes could vanish).
+#[test]
+fn destroyed_domain_listed_until_cleaned_up() {
+    let hv = Hypervisor::new();
+    let cfg = DomainConfig {
+        pages: 16,
+        ..DomainConfig::default()
+    };
+    let dom0 = hv.create_domain(DomId(0), cfg).unwrap();
+    for round in 0..20 {
+        let d = hv.create_domain(DomId(5), cfg).unwrap();
+        let xs = d.store();
+        for i in 0..300 {
+            xs.write(&format!("data/n{i}"), b"x").unwrap();
+        }
+        drop(xs);
+        drop(d);
+        let destroyer = {
+            let hv = hv.clone();
+            std::thread::spawn(move || hv.destroy_domain(DomId(5)).unwrap())
+        };
+        while hv.domains().contains(&DomId(5)) {
+            std::hint::spin_loop();
+        }
+        assert!(
+            dom0.store().read("/local/domain/5/data/n299").is_err(),
+            "round {round}: nodes still there once the domain is unlisted"
+        );
+        destroyer.join().unwrap();
+    }
+}
