@@ -88,6 +88,20 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
 }
 
+impl Drop for Inner {
+    /// The last handle on the hypervisor (and on each of its domains) is
+    /// gone: every domain's event channels end, so the threads waiting on
+    /// them (port-waiter dispatchers) see their domain gone and exit
+    /// instead of polling forever with the domain's tables alive.
+    fn drop(&mut self) {
+        let doms = std::mem::take(self.domains.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (id, st) in doms {
+            let _ = st.kill();
+            let _ = self.evtchn.remove_domain(DomId(id));
+        }
+    }
+}
+
 impl Inner {
     /// A hypervisor with no domains, behind a hosted domain.
     pub(crate) fn detached() -> Self {
