@@ -858,7 +858,7 @@ impl Domain {
         };
         let mut done = 0;
         // At most two staged ends per op.
-        for chunk in ops.chunks_mut(set.len() / 2) {
+        for chunk in ops.chunks_mut((set.len() / 2).max(1)) {
             done += self.remote_copy_staged(r, chunk, &set);
         }
         domain_lock(&self.st.staging).push(set);
