@@ -188,6 +188,13 @@ impl Blkback {
         self.stats.get()
     }
 
+    /// Asks the backend to stop without waiting: from now on it takes no
+    /// new requests off its rings and finishes those at the disk;
+    /// [`Blkback::stop`] (or dropping it) then waits for the disconnect.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     /// Stops serving: disconnects (finishing in-flight I/O) and returns.
     pub fn stop(mut self) {
         self.shutdown();
@@ -265,7 +272,7 @@ fn control(
                     stats.update(|s| s.disconnects += 1);
                 }
             }
-            Action::Connect => match connect(&dom, &xs, &dev, &disk, &cfg, &stats) {
+            Action::Connect => match connect(&dom, &xs, &dev, &disk, &cfg, &stats, &stop) {
                 Ok(c) => {
                     conn = Some(c);
                     stats.update(|s| s.connects += 1);
@@ -305,6 +312,7 @@ fn connect(
     disk: &Arc<dyn Disk>,
     cfg: &BlkbackConfig,
     stats: &Arc<StatsCell>,
+    backend_stop: &Arc<AtomicBool>,
 ) -> Result<Connection, ConnectError> {
     let fe = dev.frontend_id;
     let key = |k: &str| dev.frontend_key(k);
@@ -437,6 +445,7 @@ fn connect(
                 persistent,
                 max_persistent: cfg.max_persistent_grants,
                 stop: stop.clone(),
+                backend_stop: backend_stop.clone(),
                 stats: stats.clone(),
             };
             std::thread::Builder::new()

@@ -130,7 +130,11 @@ pub(crate) struct Worker {
     pub(crate) lim: Limits,
     pub(crate) persistent: bool,
     pub(crate) max_persistent: usize,
+    /// This connection is closing.
     pub(crate) stop: Arc<AtomicBool>,
+    /// The whole backend is stopping ([`crate::Blkback::request_stop`]):
+    /// seen at once, not when the control thread next looks.
+    pub(crate) backend_stop: Arc<AtomicBool>,
     pub(crate) stats: Arc<StatsCell>,
 }
 
@@ -160,7 +164,9 @@ impl Worker {
             // only finish what the disk holds (a real one would be gone;
             // what it took now could only fail, its grants being unmapped,
             // instead of being replayed on the next backend: BF3).
-            let stopping = self.stop.load(Ordering::Acquire) || self.dom.is_destroyed();
+            let stopping = self.stop.load(Ordering::Acquire)
+                || self.backend_stop.load(Ordering::Acquire)
+                || self.dom.is_destroyed();
             if (stopping || fault.is_some()) && live == 0 && answered == 0 {
                 break;
             }

@@ -405,6 +405,9 @@ fn bf3_backend_restart_replays_in_flight_requests_exactly_once() {
     // The backend holds 4 writes at the disk; the rest wait on the ring.
     std::thread::sleep(Duration::from_millis(50));
     let back = fx.back.take().unwrap();
+    // Stopping before the gate opens (not in the stopper thread, which a
+    // loaded machine may run late): the old backend takes nothing more.
+    back.request_stop();
     let stopper = std::thread::spawn(move || back.stop());
     std::thread::sleep(Duration::from_millis(50));
     gate.open(); // the old backend finishes what it took (BB11), then goes.
