@@ -54,9 +54,14 @@ fn two_ports_two_threads_one_domain() {
     }
     // Timeouts report false; a destroyed domain ends the wait with an error.
     let w = be.port_waiter(b1).unwrap();
-    // The last send may still be pending (its thread saw the work first).
-    let _ = w.try_take();
-    assert!(!w.wait(Duration::ZERO, Duration::from_millis(10)).unwrap());
+    // The last sends may still be on their way (their threads saw the work
+    // first, and the dispatcher may deliver late on a loaded machine): at
+    // most one per port, then a wait times out with false.
+    let mut late = 0;
+    while w.wait(Duration::ZERO, Duration::from_millis(50)).unwrap() {
+        late += 1;
+        assert!(late <= 2, "events keep coming after the last send");
+    }
     hv.destroy_domain(be.id()).unwrap();
     assert!(w.wait(Duration::ZERO, Duration::from_secs(5)).is_err());
 }
