@@ -36,6 +36,8 @@ impl Slot {
 pub(crate) struct Dispatch {
     slots: Mutex<HashMap<u32, Arc<Slot>>>,
     started: OnceLock<()>,
+    /// The embedded dispatcher thread, joined when the hypervisor goes.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Dispatch {
@@ -54,7 +56,7 @@ impl Dispatch {
             return Ok(());
         }
         let me = self.clone();
-        std::thread::Builder::new()
+        let t = std::thread::Builder::new()
             .name(format!("pvio-evtchn-dom{}", dom.0))
             .spawn(move || {
                 while let Ok(pending) = waiter.wait(Duration::from_millis(200)) {
@@ -65,7 +67,19 @@ impl Dispatch {
                 me.finish();
             })
             .map_err(|_| EvtchnError::Busy)?;
+        *domain_lock(&self.thread) = Some(t);
         Ok(())
+    }
+
+    /// Waits for the embedded dispatcher thread to end (its domain's event
+    /// channels must be gone, or it never does); not from that thread.
+    pub(crate) fn join(&self) {
+        let t = domain_lock(&self.thread).take();
+        if let Some(t) = t
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
     }
 
     /// Starts the dispatcher thread of a hosted domain (once).
