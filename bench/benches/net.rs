@@ -56,9 +56,8 @@
 //! fixed workload of about a second (no criterion) and exits, e.g. under
 //! `valgrind --tool=callgrind`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -525,60 +524,6 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The raw side: a TAP device opened as netback's `TapPort` opens its own
-/// (`netback/src/sys.rs`).
-mod rawtap {
-    use super::*;
-
-    const IFF_TAP: libc::c_short = 0x0002;
-    const IFF_NO_PI: libc::c_short = 0x1000;
-    const IFF_VNET_HDR: libc::c_short = 0x4000;
-    const TUN_F_CSUM: libc::c_ulong = 0x01;
-    const TUN_F_TSO4: libc::c_ulong = 0x02;
-    const TUN_F_TSO6: libc::c_ulong = 0x04;
-
-    nix::ioctl_write_ptr_bad!(
-        tun_set_iff,
-        nix::request_code_write!(b'T', 202, std::mem::size_of::<libc::c_int>()),
-        libc::ifreq
-    );
-    nix::ioctl_write_int!(tun_set_offload, b'T', 208);
-    nix::ioctl_write_ptr!(tun_set_vnet_hdr_sz, b'T', 216, libc::c_int);
-
-    /// Opens (creating) TAP device `name` with `IFF_TAP | IFF_NO_PI |
-    /// IFF_VNET_HDR`, a 10-byte vnet header and TSO/checksum offloads.
-    pub(super) fn open(name: &str) -> io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")?;
-        let fd = file.as_raw_fd();
-        let mut ifr_name = [0 as libc::c_char; libc::IFNAMSIZ];
-        for (d, s) in ifr_name
-            .iter_mut()
-            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *d = s as libc::c_char;
-        }
-        let ifr = libc::ifreq {
-            ifr_name,
-            ifr_ifru: libc::__c_anonymous_ifr_ifru {
-                ifru_flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-            },
-        };
-        // SAFETY: `fd` is an open tun file; `ifr` is a valid, initialised
-        // ifreq that outlives the call.
-        unsafe { tun_set_iff(fd, &ifr) }.map_err(io::Error::from)?;
-        let sz: libc::c_int = 10;
-        // SAFETY: `fd` is an attached tun file; `sz` is a valid int.
-        unsafe { tun_set_vnet_hdr_sz(fd, &sz) }.map_err(io::Error::from)?;
-        let off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-        // SAFETY: `fd` is an attached tun file; the argument is a flag word.
-        unsafe { tun_set_offload(fd, off as _) }.map_err(io::Error::from)?;
-        Ok(file)
-    }
-}
-
 const NS_NET_PV: [u8; 4] = [10, 97, 0, 1];
 const FE_IP_PV: [u8; 4] = [10, 97, 0, 2];
 const NS_NET_RAW: [u8; 4] = [10, 97, 1, 1];
@@ -623,8 +568,8 @@ impl TapBench {
         let tap = Arc::new(
             TapPort::open(&pv_name).map_err(|e| format!("cannot open TAP {pv_name}: {e}"))?,
         );
-        let raw =
-            rawtap::open(&raw_name).map_err(|e| format!("cannot open TAP {raw_name}: {e}"))?;
+        let raw = pvio_netback::open_raw_tap(&raw_name)
+            .map_err(|e| format!("cannot open TAP {raw_name}: {e}"))?;
         for (dev, mac, net, peer, peer_mac) in [
             (&pv_name, TAP_MAC_PV, NS_NET_PV, FE_IP_PV, None),
             (

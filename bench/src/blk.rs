@@ -397,7 +397,7 @@ pub struct Host {
     file: File,
     blocks: u64,
     /// 8 KiB, of which the 4 KiB starting at `at` are page-aligned (what
-    /// `O_DIRECT` needs), found without `unsafe`.
+    /// `O_DIRECT` needs), found with safe code only.
     buf: Vec<u8>,
     at: usize,
     uring: Option<(usize, RawUring)>,

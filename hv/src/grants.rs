@@ -101,7 +101,7 @@ pub(crate) fn release_all_mappings(_hv: &Inner, st: &DomainState) {
 }
 
 /// A side of a [`CopyOp`] that is read.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum CopySrc<'a> {
     /// Bytes of another (or this) domain's granted frame.
     Gref {
@@ -828,6 +828,12 @@ impl Drop for ReadOnlyMapping {
 /// Frames in one staging set of a hosted domain's grant copies.
 const STAGE_FRAMES: usize = 64;
 
+/// Whether a buffer end of `buf` bytes in an op of `len` bytes is staged
+/// (one frame holds it; a shorter buffer fails as it would unstaged).
+fn stages(len: u16, buf: usize) -> bool {
+    usize::from(len) <= PAGE_SIZE && buf >= usize::from(len)
+}
+
 impl Domain {
     /// Hosted grant copy. The daemon does the copy, and it reaches this
     /// domain's own memory but not the process's private buffers: a local
@@ -845,10 +851,8 @@ impl Domain {
         ops: &mut [CopyOp<'_>],
     ) -> usize {
         let stageable = |o: &CopyOp<'_>| {
-            let len = usize::from(o.len);
-            len <= PAGE_SIZE
-                && (matches!(&o.src, CopySrc::Buf(b) if b.len() >= len)
-                    || matches!(&o.dst, CopyDst::Buf(b) if b.len() >= len))
+            matches!(o.src, CopySrc::Buf(b) if stages(o.len, b.len()))
+                || matches!(&o.dst, CopyDst::Buf(b) if stages(o.len, b.len()))
         };
         if !ops.iter().any(stageable) {
             return r.copy(ops);
@@ -880,93 +884,57 @@ impl Domain {
         ops: &mut [CopyOp<'_>],
         set: &[u32],
     ) -> usize {
-        let mut next = set.iter().copied();
-        // (staged source frame, staged destination frame) per op.
-        let mut staged: Vec<(Option<u32>, Option<u32>)> = Vec::with_capacity(ops.len());
+        let mut frames = set.iter().copied();
+        // The ops as sent: a staged end becomes a frame; an unstaged
+        // destination is moved here and moved back after the call.
+        let mut staged_dst: Vec<Option<u32>> = Vec::with_capacity(ops.len());
         let mut wire: Vec<CopyOp<'_>> = Vec::with_capacity(ops.len());
-        for o in ops.iter() {
+        for o in ops.iter_mut() {
             let len = usize::from(o.len);
-            let fits = len <= PAGE_SIZE;
-            let src_frame = match &o.src {
-                CopySrc::Buf(b) if fits && b.len() >= len => next.next().filter(|&f| {
-                    self.frame(f)
-                        .is_some_and(|w| w.write_bytes(0, &b[..len]).is_ok())
-                }),
+            let src = match o.src {
+                CopySrc::Buf(b) if stages(o.len, b.len()) => frames
+                    .next()
+                    .filter(|&f| {
+                        self.frame(f)
+                            .is_some_and(|w| w.write_bytes(0, &b[..len]).is_ok())
+                    })
+                    .map_or(o.src, |frame| CopySrc::Frame { frame, offset: 0 }),
+                src => src,
+            };
+            let df = match &o.dst {
+                CopyDst::Buf(b) if stages(o.len, b.len()) => frames.next(),
                 _ => None,
             };
-            let dst_frame = match &o.dst {
-                CopyDst::Buf(b) if fits && b.len() >= len => next.next(),
-                _ => None,
-            };
-            let src = match (src_frame, &o.src) {
-                (Some(frame), _) => CopySrc::Frame { frame, offset: 0 },
-                (
-                    None,
-                    CopySrc::Gref {
-                        domid,
-                        gref,
-                        offset,
+            let dst = match df {
+                Some(frame) => CopyDst::Frame { frame, offset: 0 },
+                None => std::mem::replace(
+                    &mut o.dst,
+                    CopyDst::Frame {
+                        frame: 0,
+                        offset: 0,
                     },
-                ) => CopySrc::Gref {
-                    domid: *domid,
-                    gref: *gref,
-                    offset: *offset,
-                },
-                (None, CopySrc::Frame { frame, offset }) => CopySrc::Frame {
-                    frame: *frame,
-                    offset: *offset,
-                },
-                (None, CopySrc::Buf(b)) => CopySrc::Buf(b),
+                ),
             };
-            staged.push((src_frame, dst_frame));
-            wire.push(CopyOp::new(
-                src,
-                CopyDst::Frame {
-                    frame: 0,
-                    offset: 0,
-                },
-                o.len,
-            ));
-        }
-        // Destinations: staged frames, or the caller's own ends.
-        for ((o, w), &(_, df)) in ops.iter_mut().zip(wire.iter_mut()).zip(&staged) {
-            w.dst = match (df, &mut o.dst) {
-                (Some(frame), _) => CopyDst::Frame { frame, offset: 0 },
-                (
-                    None,
-                    CopyDst::Gref {
-                        domid,
-                        gref,
-                        offset,
-                    },
-                ) => CopyDst::Gref {
-                    domid: *domid,
-                    gref: *gref,
-                    offset: *offset,
-                },
-                (None, CopyDst::Frame { frame, offset }) => CopyDst::Frame {
-                    frame: *frame,
-                    offset: *offset,
-                },
-                (None, CopyDst::Buf(b)) => CopyDst::Buf(std::mem::take(b)),
-            };
+            staged_dst.push(df);
+            wire.push(CopyOp::new(src, dst, o.len));
         }
         r.copy(&mut wire);
-        for ((o, w), &(_, df)) in ops.iter_mut().zip(wire).zip(&staged) {
+        for ((o, w), df) in ops.iter_mut().zip(wire).zip(staged_dst) {
             o.status = w.status;
-            match (df, &mut o.dst, w.dst) {
-                (Some(frame), CopyDst::Buf(b), _) if o.status == GntStatus::Okay => {
-                    let len = usize::from(o.len);
-                    let ok = self
-                        .frame(frame)
-                        .is_some_and(|win| win.read_bytes(0, &mut b[..len]).is_ok());
-                    if !ok {
-                        o.status = GntStatus::GeneralError;
-                    }
+            let Some(frame) = df else {
+                o.dst = w.dst;
+                continue;
+            };
+            if let CopyDst::Buf(b) = &mut o.dst
+                && o.status == GntStatus::Okay
+            {
+                let len = usize::from(o.len);
+                let read = self
+                    .frame(frame)
+                    .is_some_and(|win| win.read_bytes(0, &mut b[..len]).is_ok());
+                if !read {
+                    o.status = GntStatus::GeneralError;
                 }
-                // An unstaged buffer lent to the wire op: give it back.
-                (None, CopyDst::Buf(b), CopyDst::Buf(back)) => *b = back,
-                _ => {}
             }
         }
         ops.iter().filter(|o| o.status == GntStatus::Okay).count()

@@ -55,7 +55,7 @@ use pvio_xenbus::{Action, BackendMachine, ConnectOn, with_transaction};
 pub use credit::parse_rate;
 pub use packet::{Gso, GsoKind, Offloads, Packet, PacketSink, Port};
 pub use switch::{Switch, SwitchPort, SwitchStats};
-pub use tap::{TapConfig, TapPort};
+pub use tap::{TapConfig, TapPort, open_raw_tap};
 pub use tx::{FATAL_TX_SLOTS, MAX_TX_SLOTS};
 
 use queue::{FrontFeatures, RxQueue, RxRing, RxWorker, Shared, TxRing, TxWorker};

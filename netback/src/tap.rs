@@ -39,6 +39,17 @@ pub struct TapConfig {
     pub persistent: bool,
 }
 
+/// The offloads every TAP is opened with: checksum, TSO over IPv4 and IPv6.
+const OFFLOADS: libc::c_ulong = sys::TUN_F_CSUM | sys::TUN_F_TSO4 | sys::TUN_F_TSO6;
+
+/// Opens (or creates) TAP device `name` exactly as [`TapPort`] opens its
+/// own (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, a 10-byte virtio-net
+/// header, checksum and TSO offloads), as a plain file with no reader
+/// thread: for baselines and tools that write frames themselves.
+pub fn open_raw_tap(name: &str) -> io::Result<File> {
+    sys::open_tap(name, VNET_HDR_LEN as i32, OFFLOADS, false).map(|(file, _)| file)
+}
+
 type SinkSlot = Arc<Mutex<Option<Arc<dyn PacketSink>>>>;
 
 /// A TAP device (see the module docs). Dropping it stops the reader and
@@ -72,12 +83,7 @@ impl TapPort {
 
     /// Opens a TAP device as `cfg` says.
     pub fn open_with(cfg: &TapConfig) -> io::Result<TapPort> {
-        let (file, name) = sys::open_tap(
-            &cfg.name,
-            VNET_HDR_LEN as i32,
-            sys::TUN_F_CSUM | sys::TUN_F_TSO4 | sys::TUN_F_TSO6,
-            cfg.persistent,
-        )?;
+        let (file, name) = sys::open_tap(&cfg.name, VNET_HDR_LEN as i32, OFFLOADS, cfg.persistent)?;
         let file = Arc::new(file);
         let sink: SinkSlot = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));

@@ -356,6 +356,11 @@ impl Waker {
         }
     }
 
+    /// Whether a wake is pending (the waiter's side, without taking it).
+    fn is_woken(&self) -> bool {
+        self.0.woken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Takes a wake (the waiter's side).
     fn take(&self) -> bool {
         self.0
@@ -363,7 +368,12 @@ impl Waker {
             .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Records the waiting thread, if anyone else holds this waker (no lock
+    /// otherwise: `wait` is on the hot path).
     fn register(&self) {
+        if std::sync::Arc::strong_count(&self.0) == 1 {
+            return;
+        }
         let mut w = self.0.waiter.lock().unwrap_or_else(|e| e.into_inner());
         if w.as_ref().map(std::thread::Thread::id) != Some(std::thread::current().id()) {
             *w = Some(std::thread::current());
@@ -801,13 +811,7 @@ impl Netfront {
         // vCPUs and netback's threads, spinning halved the throughput).
         let t0 = Instant::now();
         loop {
-            if self.queues.iter_mut().any(Queue::has_responses)
-                || self
-                    .waker
-                    .0
-                    .woken
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if self.queues.iter_mut().any(Queue::has_responses) || self.waker.is_woken() {
                 return;
             }
             let spun = t0.elapsed();

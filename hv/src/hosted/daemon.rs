@@ -18,7 +18,10 @@ use pvio_xenbus::wire::WireServer;
 
 use super::remote::kick;
 use super::wire::{self, Dec, Enc, op};
-use super::{CTL_BITMAP, CTL_GEN, CTL_ORPHANS, STATE, ctl_len, mask_off, pend_off, put_ev_result};
+use super::{
+    CTL_BITMAP, CTL_GEN, CTL_ORPHANS, STATE, chan_set_pending, ctl_len, mask_off, pend_off,
+    put_ev_result,
+};
 use crate::domain::domain_lock;
 use crate::grants::{CopyDst, CopyOp, CopySrc};
 use crate::{Domain, DomainConfig, HvError, Hypervisor};
@@ -461,11 +464,8 @@ fn handle(s: &Shared, rec: &DomRec, mut req: Dec) -> io::Result<Reply> {
             let t = domain_lock(&s.tables);
             match t.chans.get(&(dom.id().0, p.0)) {
                 Some(c) if c.mem.load_u32(STATE, Ordering::Acquire) == Ok(0) => {
-                    let side = usize::from(c.ends[1] == (dom.id(), p));
-                    let peer = 1 - side;
-                    let was = c.mem.fetch_or_u32(pend_off(peer), 1, Ordering::SeqCst);
-                    if was == Ok(0)
-                        && c.mem.load_u32(mask_off(peer), Ordering::SeqCst) == Ok(0)
+                    let peer = usize::from(c.ends[0] == (dom.id(), p));
+                    if chan_set_pending(&c.mem, peer)
                         && let Some(x) = t.doms.get(&c.ends[peer].0.0)
                     {
                         kick(x.evfd.as_fd());

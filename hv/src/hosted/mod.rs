@@ -111,6 +111,17 @@ pub(crate) const fn mask_off(side: usize) -> usize {
 /// 0: connected; 1: closed by an end; 2: an end's domain is gone.
 pub(crate) const STATE: usize = 16;
 
+/// Sets the pending word of end `peer` of a channel page; true when the
+/// peer must be woken (its eventfd written): the word was clear and that
+/// end is unmasked. The `SeqCst` fetch_or, then the load of the mask, pair
+/// with an unmask's clear of the mask, then load of pending: one of the
+/// two sees the other's write, so no event is lost to a racing unmask.
+pub(crate) fn chan_set_pending(page: &pvio_shmem::MemfdMem, peer: usize) -> bool {
+    use pvio_shmem::{Ordering, SharedMem};
+    page.fetch_or_u32(pend_off(peer), 1, Ordering::SeqCst) == Ok(0)
+        && page.load_u32(mask_off(peer), Ordering::SeqCst) == Ok(0)
+}
+
 /// Byte offsets in a domain's control page (written by the daemon only):
 /// the generation of its channel set, a summary word that is nonzero
 /// while the orphan bitmap holds a bit, and the orphan bitmap (one bit

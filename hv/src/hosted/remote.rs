@@ -15,7 +15,9 @@ use pvio_evtchn::{EvtchnError, PortState, PortStatus};
 use pvio_shmem::{MemfdMem, Ordering, SharedMem};
 
 use super::wire::{self, Dec, Enc, op};
-use super::{CTL_BITMAP, CTL_GEN, CTL_ORPHANS, STATE, gnt_status, mask_off, pend_off};
+use super::{
+    CTL_BITMAP, CTL_GEN, CTL_ORPHANS, STATE, chan_set_pending, gnt_status, mask_off, pend_off,
+};
 use crate::domain::{DomainStats, domain_lock};
 use crate::events::Dispatch;
 use crate::grants::{CopyDst, CopyOp, CopySrc};
@@ -343,12 +345,7 @@ impl RemoteDomain {
     /// `send`: the fast path sets the peer's pending bit in the channel
     /// page and writes the peer's eventfd only if the bit was newly set and
     /// the peer's end is not masked. No daemon round trip, and no system
-    /// call at all for a coalesced event.
-    ///
-    /// Ordering: the `SeqCst` fetch_or of pending and then the load of the
-    /// mask pair with the daemon's unmask (`SeqCst` clear of the mask, then
-    /// load of pending): at least one side sees the other's write, so an
-    /// event sent while the receiver unmasks is delivered by one of them.
+    /// call at all for a coalesced event (ordering: `chan_set_pending`).
     #[inline]
     pub(crate) fn send(&self, port: Port) -> Result<(), EvtchnError> {
         for attempt in 0..2 {
@@ -360,12 +357,7 @@ impl RemoteDomain {
                 .cloned();
             match chan {
                 Some(c) if c.mem.load_u32(STATE, Ordering::Acquire).unwrap_or(1) == 0 => {
-                    let peer = 1 - c.side;
-                    let was = c
-                        .mem
-                        .fetch_or_u32(pend_off(peer), 1, Ordering::SeqCst)
-                        .unwrap_or(1);
-                    if was == 0 && c.mem.load_u32(mask_off(peer), Ordering::SeqCst) == Ok(0) {
+                    if chan_set_pending(&c.mem, 1 - c.side) {
                         kick(c.peer_evfd.as_fd());
                     }
                     return Ok(());
