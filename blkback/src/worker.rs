@@ -21,38 +21,45 @@ const DISK_WAIT: Duration = Duration::from_micros(20);
 /// Requests taken per poll (bounded work per notification: R8).
 const MAX_PER_POLL: u32 = 64;
 
-/// How long an idle worker polls its ring before it re-arms and sleeps:
-/// adapted like KVM's halt polling. A sleep that ended (with work) sooner
-/// than [`IdlePoll::MAX`] after the worker went idle means a longer poll
-/// would have caught the request without the two thread wakeups of an
-/// event (the sender's notification, then the port's dispatcher): the
-/// window doubles. A sleep longer than that means requests come too rarely
-/// for polling to pay: the window halves, down to [`IdlePoll::BASE`].
+/// How long the worker polls before it sleeps: adapted like KVM's halt
+/// polling. Used twice: an idle worker polls its ring for new requests, and
+/// a worker whose requests are all on the disk polls the disk's completion
+/// queue. A wait that, after the poll missed, still ended sooner than
+/// [`PollWindow::MAX`] after it began means a longer poll would have caught
+/// the event without the thread wakeups: the window doubles. A wait longer
+/// than that means events come too rarely for polling to pay: the window
+/// halves, down to [`PollWindow::BASE`].
 ///
-/// Without this, a fixed 50 µs poll is bistable where thread wakeups cost
-/// tens of µs (small or overcommitted VMs): once a frontend sleeps, its
+/// Idle: without this, a fixed 50 µs poll is bistable where thread wakeups
+/// cost tens of µs (small or overcommitted VMs): once a frontend sleeps, its
 /// next request comes later than 50 µs after the response, so the worker
-/// sleeps too and every request pays four wakeups instead of none. Past
-/// the first [`IdlePoll::PURE_SPIN`] the poll yields the CPU between looks.
+/// sleeps too and every request pays four wakeups instead of none.
+///
+/// Disk: a completion interrupt taken on another CPU than the one the
+/// sleeping worker last ran on must wake that (halted) CPU, which costs a
+/// VM 15–20 µs, a quarter of an SSD's 4 KiB read; a worker that is running
+/// (polling) gets the completion at its next system call instead. Past
+/// the first [`PollWindow::PURE_SPIN`] a poll yields the CPU between looks.
 #[derive(Debug)]
-struct IdlePoll {
+struct PollWindow {
     window: Duration,
 }
 
-impl IdlePoll {
+impl PollWindow {
     const BASE: Duration = Duration::from_micros(50);
     const MAX: Duration = Duration::from_micros(500);
     /// The first part of a poll spins without yielding.
     const PURE_SPIN: Duration = Duration::from_micros(5);
 
     fn new() -> Self {
-        IdlePoll { window: Self::BASE }
+        PollWindow { window: Self::BASE }
     }
 
-    /// The worker went idle `idle` ago, polled for the whole window, slept
-    /// and woke: adapt the window.
-    fn slept(&mut self, idle: Duration, woke_with_work: bool) {
-        self.window = if woke_with_work && idle <= Self::MAX {
+    /// The worker began to wait `waited` ago, polled for the whole window,
+    /// slept and woke, with the event it waited for (`woke_with_work`) or
+    /// not: adapt the window.
+    fn slept(&mut self, waited: Duration, woke_with_work: bool) {
+        self.window = if woke_with_work && waited <= Self::MAX {
             (self.window * 2).min(Self::MAX)
         } else {
             (self.window / 2).max(Self::BASE)
@@ -152,7 +159,11 @@ impl Worker {
         let mut done = Vec::new();
         let mut reqs = Vec::new();
         let mut idle_since: Option<Instant> = None;
-        let mut idle_poll = IdlePoll::new();
+        let mut idle_poll = PollWindow::new();
+        // Since when every request taken is on the disk, and whether the
+        // disk poll of that wait has run out.
+        let mut disk_since: Option<(Instant, bool)> = None;
+        let mut disk_poll = PollWindow::new();
         let mut barrier_pending = false;
         let mut fault = None;
         loop {
@@ -160,6 +171,12 @@ impl Worker {
             // Completions first: answer them.
             let _ = self.disk.reap(0, &mut done);
             let mut answered = self.complete(&mut done, &mut inflight, &mut free_slots);
+            if answered > 0
+                && let Some((since, slept)) = disk_since.take()
+                && slept
+            {
+                disk_poll.slept(since.elapsed(), true);
+            }
             // A destroyed backend domain takes no new requests: its threads
             // only finish what the disk holds (a real one would be gone;
             // what it took now could only fail, its grants being unmapped,
@@ -172,7 +189,8 @@ impl Worker {
             }
             // New requests, unless stopping, broken, or a barrier drains.
             let mut took = 0;
-            if !stopping && fault.is_none() && !(barrier_pending && live > 0) {
+            let taking = !stopping && fault.is_none();
+            if taking && !(barrier_pending && live > 0) {
                 barrier_pending = false;
                 let room = (self.disk.room() as u32).min(MAX_PER_POLL);
                 reqs.clear();
@@ -206,13 +224,24 @@ impl Worker {
             }
             if took > 0 || answered > 0 {
                 idle_since = None;
+                disk_since = None;
                 continue;
             }
             let live = inflight.iter().filter(|x| x.is_some()).count();
             if live > 0 {
-                // The disk has work: wait for a completion, but not so long
-                // that new requests sit on the ring meanwhile (the frontend
-                // does not notify a worker that is not asleep).
+                // The disk has work: poll for a completion (or a new request)
+                // for the window, then wait for one, but not so long that new
+                // requests sit on the ring meanwhile (the frontend does not
+                // notify a worker that is not asleep).
+                let (since, slept) = *disk_since.get_or_insert_with(|| (Instant::now(), false));
+                if !slept {
+                    // Requests behind a barrier wait for the disk anyway.
+                    let watch_ring = taking && !barrier_pending;
+                    if self.poll_disk(since, disk_poll.window, watch_ring, &mut done) {
+                        continue;
+                    }
+                    disk_since = Some((since, true));
+                }
                 let _ = self.disk.reap_timeout(1, DISK_WAIT, &mut done);
                 continue;
             }
@@ -220,7 +249,7 @@ impl Worker {
             let since = *idle_since.get_or_insert_with(Instant::now);
             let idle = since.elapsed();
             if idle < idle_poll.window {
-                if idle < IdlePoll::PURE_SPIN {
+                if idle < PollWindow::PURE_SPIN {
                     std::hint::spin_loop();
                 } else {
                     // Past a few µs the poll gives the CPU to any thread
@@ -246,6 +275,38 @@ impl Worker {
         });
         // Dropping `pers`, the ring and every mapping releases the grants.
         fault
+    }
+
+    /// Polls the disk's completions, and (if `watch_ring`) the ring for
+    /// requests the disk has room for, until `window` after `since`. True
+    /// if something came (completions are in `done`; a ring fault counts,
+    /// for the caller to find).
+    fn poll_disk(
+        &mut self,
+        since: Instant,
+        window: Duration,
+        watch_ring: bool,
+        done: &mut Vec<Completion>,
+    ) -> bool {
+        loop {
+            let polled = since.elapsed();
+            if polled >= window {
+                return false;
+            }
+            if polled < PollWindow::PURE_SPIN {
+                std::hint::spin_loop();
+            } else {
+                // Also lets the kernel post the completion (io_uring's
+                // task work runs on the way back from a system call).
+                std::thread::yield_now();
+            }
+            if matches!(self.disk.reap(0, done), Ok(n) if n > 0) {
+                return true;
+            }
+            if watch_ring && self.disk.room() > 0 && self.ring.unconsumed_requests() != Ok(0) {
+                return true;
+            }
+        }
     }
 
     fn respond(&mut self, id: u64, op: u8, status: i16) {
@@ -492,24 +553,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idle_poll_grows_on_short_sleeps_and_shrinks_on_long_ones() {
-        let mut p = IdlePoll::new();
-        assert_eq!(p.window, IdlePoll::BASE);
+    fn poll_window_grows_on_short_waits_and_shrinks_on_long_ones() {
+        let mut p = PollWindow::new();
+        assert_eq!(p.window, PollWindow::BASE);
         // Woken with work soon after going idle: poll longer next time.
         p.slept(Duration::from_micros(80), true);
-        assert_eq!(p.window, IdlePoll::BASE * 2);
+        assert_eq!(p.window, PollWindow::BASE * 2);
         for _ in 0..10 {
             p.slept(Duration::from_micros(300), true);
         }
-        assert_eq!(p.window, IdlePoll::MAX);
+        assert_eq!(p.window, PollWindow::MAX);
         // A timeout, or work long after: back towards the base.
         p.slept(Duration::from_millis(20), false);
-        assert_eq!(p.window, IdlePoll::MAX / 2);
+        assert_eq!(p.window, PollWindow::MAX / 2);
         p.slept(Duration::from_millis(2), true);
-        assert_eq!(p.window, IdlePoll::MAX / 4);
+        assert_eq!(p.window, PollWindow::MAX / 4);
         for _ in 0..10 {
             p.slept(Duration::from_millis(20), false);
         }
-        assert_eq!(p.window, IdlePoll::BASE);
+        assert_eq!(p.window, PollWindow::BASE);
     }
 }
