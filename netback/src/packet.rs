@@ -84,6 +84,17 @@ pub trait PacketSink: Send + Sync {
     /// Offers a packet to the guest. Returns `false` if it was dropped
     /// (queue full, carrier off, filtered); never blocks.
     fn deliver(&self, pkt: Packet) -> bool;
+
+    /// Offers the packets of `pkts` in order, leaving it empty. Returns how
+    /// many were dropped. One call per batch lets a sink take its locks and
+    /// wake its reader once (the default offers them one by one).
+    fn deliver_batch(&self, pkts: &mut Vec<Packet>) -> usize {
+        let mut dropped = 0;
+        for p in pkts.drain(..) {
+            dropped += usize::from(!self.deliver(p));
+        }
+        dropped
+    }
 }
 
 /// The network side of a vif: a TAP device ([`crate::TapPort`]), a port of
@@ -96,6 +107,16 @@ pub trait PacketSink: Send + Sync {
 pub trait Port: Send + Sync {
     /// Sends a packet from the guest into the network. `false`: dropped.
     fn transmit(&self, pkt: Packet) -> bool;
+    /// Sends the packets of `pkts` in order, leaving it empty. Returns how
+    /// many [`Port::transmit`] would have refused (the default sends them
+    /// one by one).
+    fn transmit_batch(&self, pkts: &mut Vec<Packet>) -> usize {
+        let mut dropped = 0;
+        for p in pkts.drain(..) {
+            dropped += usize::from(!self.transmit(p));
+        }
+        dropped
+    }
     /// Sets (or, with `None`, removes) where packets for the guest go.
     fn attach(&self, sink: Option<Arc<dyn PacketSink>>);
     /// Offloads the port's receivers accept from [`Port::transmit`]

@@ -48,6 +48,8 @@ const BATCH: usize = 64;
 const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 /// Pure spinning of an idle poll before it yields between polls.
 const PURE_SPIN: Duration = Duration::from_micros(5);
+/// Packets up to this size share one buffer allocation per TX batch.
+const BUF_CHUNK: usize = 16 * 1024;
 /// Longest sleep (to notice `stop`).
 const MAX_SLEEP: Duration = Duration::from_millis(20);
 const PAGE: usize = 4096;
@@ -173,16 +175,21 @@ impl Shared {
     }
 }
 
-impl PacketSink for Shared {
-    fn deliver(&self, pkt: Packet) -> bool {
+impl Shared {
+    /// Whether the vif takes packets at all now.
+    fn accepting(&self) -> bool {
+        !self.is_broken()
+            && self.carrier.load(Ordering::Acquire)
+            && !self.stop.load(Ordering::Acquire)
+    }
+
+    /// The queue a packet goes to and the packets it becomes for this
+    /// frontend, or `None` if it is dropped or filtered (counted).
+    fn admit(&self, pkt: Packet) -> Option<(usize, packet::Adapted)> {
         let st = &self.stats;
-        if self.is_broken()
-            || !self.carrier.load(Ordering::Acquire)
-            || self.stop.load(Ordering::Acquire)
-            || pkt.data.len() < packet::ETH_HLEN
-        {
+        if pkt.data.len() < packet::ETH_HLEN {
             st.add(&st.rx_dropped, 1);
-            return false;
+            return None;
         }
         if self.fe.mcast_filter
             && let Some(d) = pkt.dst_mac()
@@ -191,28 +198,79 @@ impl PacketSink for Shared {
             && !lock(&self.mcast).contains(&d)
         {
             st.add(&st.rx_filtered, 1);
-            return false;
+            return None;
         }
-        let q = &self.queues[(packet::flow_hash(&pkt.data) as usize) % self.queues.len()];
+        let qi = match self.queues.len() {
+            1 => 0,
+            n => (packet::flow_hash(&pkt.data) as usize) % n,
+        };
         let pkts = packet::adapt(pkt, &self.fe.offloads, self.max_len());
         if pkts.is_empty() {
             st.add(&st.rx_dropped, 1);
-            return false;
+            return None;
         }
-        let mut ok = true;
-        {
-            let mut g = lock(&q.pkts);
-            for p in pkts {
-                if g.len() >= self.rx_queue_len {
-                    st.add(&st.rx_dropped, 1);
-                    ok = false;
-                } else {
-                    g.push_back(p);
-                }
+        Some((qi, pkts))
+    }
+
+    /// Appends packets to queue `qi`'s backlog (dropping, and counting,
+    /// what does not fit); returns how many were dropped. Wakes nobody.
+    fn enqueue(&self, qi: usize, pkts: impl IntoIterator<Item = Packet>) -> usize {
+        let mut dropped = 0;
+        let mut g = lock(&self.queues[qi].pkts);
+        for p in pkts {
+            if g.len() >= self.rx_queue_len {
+                dropped += 1;
+            } else {
+                g.push_back(p);
             }
         }
-        q.kick.kick();
-        ok
+        drop(g);
+        if dropped > 0 {
+            self.stats.add(&self.stats.rx_dropped, dropped as u64);
+        }
+        dropped
+    }
+}
+
+impl PacketSink for Shared {
+    fn deliver(&self, pkt: Packet) -> bool {
+        if !self.accepting() {
+            self.stats.add(&self.stats.rx_dropped, 1);
+            return false;
+        }
+        let Some((qi, pkts)) = self.admit(pkt) else {
+            return false;
+        };
+        let dropped = self.enqueue(qi, pkts);
+        self.queues[qi].kick.kick();
+        dropped == 0
+    }
+
+    /// One lock and one wake-up per queue for the whole batch.
+    fn deliver_batch(&self, pkts: &mut Vec<Packet>) -> usize {
+        if !self.accepting() {
+            let n = pkts.len();
+            pkts.clear();
+            self.stats.add(&self.stats.rx_dropped, n as u64);
+            return n;
+        }
+        let mut dropped = 0;
+        let mut staged: Vec<(usize, Packet)> = Vec::with_capacity(pkts.len());
+        for p in pkts.drain(..) {
+            match self.admit(p) {
+                Some((qi, a)) => staged.extend(a.into_iter().map(|p| (qi, p))),
+                None => dropped += 1,
+            }
+        }
+        // Stable: each queue keeps the packets' order.
+        staged.sort_by_key(|(q, _)| *q);
+        let mut it = staged.into_iter().peekable();
+        while let Some(&(qi, _)) = it.peek() {
+            let run = std::iter::from_fn(|| it.next_if(|(q, _)| *q == qi).map(|(_, p)| p));
+            dropped += self.enqueue(qi, run);
+            self.queues[qi].kick.kick();
+        }
+        dropped
     }
 }
 
@@ -339,10 +397,22 @@ impl TxWorker {
         let st = self.shared.stats.clone();
         // Multicast updates and data buffers.
         let mut bufs: Vec<Option<BytesMut>> = Vec::with_capacity(batch.len());
+        // Small packets share one allocation of at most BUF_CHUNK bytes
+        // (each packet keeps its chunk alive).
+        let mut chunk = BytesMut::new();
+        let mut left: usize = batch
+            .iter()
+            .filter(|p| p.kind == Kind::Data)
+            .map(|p| p.len)
+            .sum();
         for p in &mut batch {
             match p.kind {
                 Kind::Data => {
-                    bufs.push(Some(BytesMut::zeroed(p.len)));
+                    if p.len > chunk.len() {
+                        chunk = BytesMut::zeroed(p.len.max(left.min(BUF_CHUNK)));
+                    }
+                    left -= p.len;
+                    bufs.push(Some(chunk.split_to(p.len)));
                     continue;
                 }
                 Kind::Mcast(add, addr) => {
@@ -426,29 +496,32 @@ impl TxWorker {
                 return;
             }
         }
-        // Hand the packets on.
+        // Hand the packets on, in one batch.
         let offl = self.netport.offloads();
+        let (mut packets, mut bytes, mut dropped) = (0, 0, 0);
+        let mut out = Vec::with_capacity(batch.len());
         for (p, b) in batch.iter().zip(bufs) {
             match (p.kind, b) {
                 (Kind::Data, Some(b)) => {
-                    st.add(&st.tx_packets, 1);
-                    st.add(&st.tx_bytes, p.len as u64);
+                    packets += 1;
+                    bytes += p.len as u64;
                     let pkt = Packet {
                         data: b.freeze(),
                         csum_blank: p.csum_blank,
                         data_validated: p.data_validated || p.csum_blank,
                         gso: p.gso,
                     };
-                    for q in packet::adapt(pkt, &offl, usize::MAX) {
-                        if !self.netport.transmit(q) {
-                            st.add(&st.tx_port_dropped, 1);
-                        }
-                    }
+                    out.extend(packet::adapt(pkt, &offl, usize::MAX));
                 }
-                (Kind::Data | Kind::Drop(_), _) => st.add(&st.tx_dropped, 1),
+                (Kind::Data | Kind::Drop(_), _) => dropped += 1,
                 (Kind::Mcast(..), _) => {}
             }
         }
+        st.add(&st.tx_packets, packets);
+        st.add(&st.tx_bytes, bytes);
+        st.add(&st.tx_dropped, dropped);
+        let refused = self.netport.transmit_batch(&mut out);
+        st.add(&st.tx_port_dropped, refused as u64);
     }
 }
 
@@ -613,12 +686,12 @@ impl RxWorker {
                 } else if p.data_validated {
                     flags |= NETRXF_DATA_VALIDATED;
                 }
-                let chunks: Vec<&[u8]> = p.data.chunks(PAGE).collect();
+                let n_chunks = p.data.len().div_ceil(PAGE);
                 let mut r = reqs.iter();
-                for (k, c) in chunks.iter().enumerate() {
+                for (k, c) in p.data.chunks(PAGE).enumerate() {
                     let Some(req) = r.next() else { break };
                     let mut f = if k == 0 { flags } else { 0 };
-                    if k + 1 < chunks.len() {
+                    if k + 1 < n_chunks {
                         f |= NETRXF_MORE_DATA;
                     }
                     if k == 0 && p.gso.is_some() {

@@ -9,6 +9,8 @@ use pvio_abi::netif::{
     XEN_NETIF_EXTRA_TYPE_MCAST_DEL, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
 };
 
+use smallvec::{SmallVec, smallvec};
+
 use crate::packet::{ETH_HLEN, Gso, GsoKind};
 
 /// Data slots of one packet accepted (`XEN_NETIF_NR_SLOTS_MIN`).
@@ -40,10 +42,11 @@ pub(crate) enum Kind {
 /// OKAY, extra slots to NULL), and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TxPacket {
-    pub rsps: Vec<TxResponse>,
+    /// Inline for up to four slots: most packets allocate nothing here.
+    pub rsps: SmallVec<[TxResponse; 4]>,
     /// Which entries of `rsps` answer data slots.
-    pub data: Vec<bool>,
-    pub frags: Vec<Frag>,
+    pub data: SmallVec<[bool; 4]>,
+    pub frags: SmallVec<[Frag; 2]>,
     pub len: usize,
     pub csum_blank: bool,
     pub data_validated: bool,
@@ -82,12 +85,12 @@ pub(crate) fn parse(slots: &[TxRequest], lim: &TxLimits) -> Result<TxPacket, Str
         return Err("no slot".into());
     };
     let mut p = TxPacket {
-        rsps: vec![TxResponse {
+        rsps: smallvec![TxResponse {
             id: first.id,
             status: NETIF_RSP_OKAY,
         }],
-        data: vec![true],
-        frags: Vec::new(),
+        data: smallvec![true],
+        frags: SmallVec::new(),
         len: usize::from(first.size),
         csum_blank: first.flags & NETTXF_CSUM_BLANK != 0,
         data_validated: first.flags & NETTXF_DATA_VALIDATED != 0,
@@ -148,7 +151,7 @@ pub(crate) fn parse(slots: &[TxRequest], lim: &TxLimits) -> Result<TxPacket, Str
     let mut data_slots = 1;
     let mut drop = false;
     let mut more = first.flags & NETTXF_MORE_DATA != 0;
-    let mut rest = Vec::new();
+    let mut rest: SmallVec<[Frag; 2]> = SmallVec::new();
     while more {
         if data_slots + 1 >= FATAL_TX_SLOTS {
             return Err(format!("packet of {} or more slots", FATAL_TX_SLOTS)); // NB2
