@@ -42,6 +42,25 @@
 //!
 //! Under loom each pair also gets a `SeqCst` fence (`sync::dekker_fence`).
 //!
+//! # Direct ports
+//!
+//! A port can have a thread of its own ([`DomainSlot::set_direct`]): a
+//! driver thread that waits on that one port. A raise of a direct port
+//! unparks that thread instead of the domain's waiter (one thread wake-up
+//! instead of two: the waiter, then the thread it hands the port to), and
+//! `take` leaves the port's bit for [`DomainSlot::take_port`]. Orderings:
+//!
+//! * (S0 → **D0** `direct.load(SeqCst)`) ∥ (**R0** `direct.fetch_or(SeqCst)`
+//!   → the thread's `take_port`): a raise that missed the registration
+//!   marks the selector and wakes the waiter (which no longer takes the
+//!   bit), and the newly registered thread's first `take_port` sees the
+//!   bit; `park`'s token keeps an `unpark` that lands before the `park`.
+//! * (S0 → D0) ∥ (**C0** `direct.fetch_and(SeqCst)` → **C1**
+//!   `pending.load(SeqCst)`) of [`DomainSlot::clear_direct`]: a raise that
+//!   still saw the port direct unparks a thread that is going away; then
+//!   C1 sees the bit and hands it to the domain's waiter (S2, S3). At worst
+//!   both do, and the selector deduplicates.
+//!
 //! Taking events (spec §3.3), [`DomainSlot::take`]: **T0**
 //! `sel.swap(0, Acquire)` (pairs with S2: the words it names show their
 //! pending bits), then per word **T1** `pending[w].fetch_and(!cand,
@@ -57,6 +76,7 @@ use crate::sync::{
 use crate::waiter::Pending;
 use crossbeam_utils::CachePadded;
 use pvio_abi::{DomId, Port};
+use std::collections::HashMap;
 
 use Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
@@ -130,6 +150,12 @@ pub(crate) struct DomainSlot {
     thread: Mutex<Option<Thread>>,
     /// Incarnation that owns the waiter, 0 if none.
     waiter_owner: AtomicU64,
+    /// Ports with a thread of their own (module docs, Direct ports).
+    direct: Box<[AtomicU64]>,
+    /// Their threads, with the token of the registration.
+    direct_threads: Mutex<HashMap<u32, (Thread, u64)>>,
+    /// Source of registration tokens.
+    direct_tokens: AtomicU64,
 }
 
 /// A pinned port (see `registry.rs`, "Pins"): its binding cannot change
@@ -180,6 +206,9 @@ impl DomainSlot {
             stats: CachePadded::new(Stats::default()),
             thread: Mutex::new(None),
             waiter_owner: AtomicU64::new(0),
+            direct: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            direct_threads: Mutex::new(HashMap::new()),
+            direct_tokens: AtomicU64::new(0),
         }
     }
 
@@ -220,6 +249,15 @@ impl DomainSlot {
     pub(crate) fn kill(&self) {
         self.incarnation.fetch_add(1, SeqCst);
         self.kick();
+        // Direct threads of the dead incarnation: woken (they find the
+        // domain gone) and forgotten.
+        let threads = std::mem::take(&mut *lock(&self.direct_threads));
+        for d in self.direct.iter() {
+            d.store(0, SeqCst);
+        }
+        for (t, _) in threads.values() {
+            t.unpark();
+        }
     }
 
     /// Port limit of the current incarnation.
@@ -325,6 +363,12 @@ impl DomainSlot {
             m.fetch_or(bit, Relaxed);
             p.fetch_and(!bit, Relaxed);
         }
+        // A reused port number starts without a thread of its own.
+        if lock(&self.direct_threads).remove(&port).is_some()
+            && let Some(d) = self.direct.get(w)
+        {
+            d.fetch_and(!bit, SeqCst);
+        }
         self.active.fetch_sub(1, Release);
     }
 
@@ -351,10 +395,65 @@ impl DomainSlot {
         if mask.load(SeqCst) & bit != 0 {
             return false;
         }
+        // D0: a port with its own thread (module docs, Direct ports).
+        if self
+            .direct
+            .get(w)
+            .is_some_and(|d| d.load(SeqCst) & bit != 0)
+        {
+            self.wake_direct(port);
+            return false;
+        }
         // S2: pairs with W2 / T0.
         self.signal.sel.fetch_or(1 << w, SeqCst);
         self.wake();
         false
+    }
+
+    /// Unparks the thread of a direct port.
+    fn wake_direct(&self, port: u32) {
+        if let Some((t, _)) = lock(&self.direct_threads).get(&port) {
+            t.unpark();
+        }
+    }
+
+    /// Gives `port` a thread of its own, `t` (replacing any other): its
+    /// events unpark `t` and are taken with [`DomainSlot::take_port`].
+    /// Returns the registration's token for [`DomainSlot::clear_direct`].
+    pub(crate) fn set_direct(&self, port: u32, t: Thread) -> u64 {
+        let (w, bit) = word_bit(port);
+        let token = self.direct_tokens.fetch_add(1, Relaxed) + 1;
+        lock(&self.direct_threads).insert(port, (t, token));
+        if let Some(d) = self.direct.get(w) {
+            // R0: pairs with D0; the thread's next `take_port` (SeqCst
+            // loads) is the other half.
+            d.fetch_or(bit, SeqCst);
+        }
+        dekker_fence();
+        token
+    }
+
+    /// Ends registration `token` of `port` (a later one stays): its events
+    /// go to the domain's waiter again, starting with one still pending.
+    pub(crate) fn clear_direct(&self, port: u32, token: u64) {
+        let (w, bit) = word_bit(port);
+        {
+            let mut g = lock(&self.direct_threads);
+            if g.get(&port).is_none_or(|(_, t)| *t != token) {
+                return;
+            }
+            g.remove(&port);
+            if let Some(d) = self.direct.get(w) {
+                // C0: pairs with D0.
+                d.fetch_and(!bit, SeqCst);
+            }
+        }
+        dekker_fence();
+        // C1: an event the direct thread did not take.
+        if self.ready_port(port) {
+            self.signal.sel.fetch_or(1 << w, SeqCst);
+            self.wake();
+        }
     }
 
     /// S3: unparks the waiter if it sleeps (module docs).
@@ -398,6 +497,14 @@ impl DomainSlot {
         dekker_fence();
         // U1: pairs with S0.
         if pending.load(SeqCst) & bit == 0 {
+            return;
+        }
+        if self
+            .direct
+            .get(w)
+            .is_some_and(|d| d.load(SeqCst) & bit != 0)
+        {
+            self.wake_direct(port);
             return;
         }
         self.signal.sel.fetch_or(1 << w, SeqCst);
@@ -447,7 +554,10 @@ impl DomainSlot {
             let (Some(p), Some(m)) = (self.pending.get(w), self.mask.get(w)) else {
                 continue;
             };
-            let cand = p.load(Relaxed) & !m.load(Relaxed);
+            // Direct ports' bits are their threads' (a stale view only
+            // delivers one here instead, still exactly once).
+            let direct = self.direct.get(w).map_or(0, |d| d.load(Relaxed));
+            let cand = p.load(Relaxed) & !m.load(Relaxed) & !direct;
             if cand == 0 {
                 continue;
             }
@@ -469,7 +579,9 @@ impl DomainSlot {
         let (Some(p), Some(m)) = (self.pending.get(w), self.mask.get(w)) else {
             return false;
         };
-        if m.load(Relaxed) & bit != 0 || p.load(Relaxed) & bit == 0 {
+        // SeqCst: after R0 of `set_direct`, this must see a raise that
+        // missed the registration (module docs, Direct ports).
+        if m.load(SeqCst) & bit != 0 || p.load(SeqCst) & bit == 0 {
             return false;
         }
         // T1 for one bit.

@@ -446,6 +446,46 @@ impl EventChannels {
         Ok(self.inner.live(dom)?.counters())
     }
 
+    /// Gives `dom`'s `port` the calling thread as its own: from now on an
+    /// event on the port unparks this thread (not the domain's
+    /// [`Waiter`], which no longer takes the port's events), and the thread
+    /// takes it with [`EventChannels::take_port`] — one thread wake-up per
+    /// event instead of two for a dispatcher that hands ports to driver
+    /// threads. A later registration of the port replaces this one; so does
+    /// closing the port. Returns the registration's token for
+    /// [`EventChannels::clear_direct`].
+    ///
+    /// Errors: `NoSuchDomain`, `InvalidPort` (port 0 or out of range).
+    pub fn set_direct(&self, dom: DomId, port: Port) -> Result<u64, EvtchnError> {
+        let d = self.inner.live(dom)?;
+        if port.0 == 0 || port.0 >= d.max_ports() {
+            return Err(EvtchnError::InvalidPort(port));
+        }
+        Ok(d.set_direct(port.0, crate::sync::current()))
+    }
+
+    /// Ends registration `token` of [`EventChannels::set_direct`] (if it is
+    /// still the port's): the port's events, one still pending included, go
+    /// to the domain's [`Waiter`] again.
+    pub fn clear_direct(&self, dom: DomId, port: Port, token: u64) {
+        if let Ok(d) = self.inner.live(dom) {
+            d.clear_direct(port.0, token);
+        }
+    }
+
+    /// Takes (clears) an event of `dom`'s `port` if it is pending and
+    /// unmasked, without blocking: how the thread of a direct port
+    /// ([`EventChannels::set_direct`]) receives its events.
+    ///
+    /// Errors: `NoSuchDomain`, `InvalidPort` (port 0 or out of range).
+    pub fn take_port(&self, dom: DomId, port: Port) -> Result<bool, EvtchnError> {
+        let d = self.inner.live(dom)?;
+        if port.0 == 0 || port.0 >= d.max_ports() {
+            return Err(EvtchnError::InvalidPort(port));
+        }
+        Ok(d.take_port(port.0))
+    }
+
     /// The waiter through which `dom`'s threads receive its events.
     ///
     /// There is **one waiter per domain** (the domain has one notify vCPU,

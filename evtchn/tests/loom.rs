@@ -281,3 +281,58 @@ fn e7_new_port_is_published_after_its_entry() {
         assert_eq!(a.join().unwrap(), p);
     });
 }
+
+/// Parks until the direct port `bp` of BE has an event (untimed: a lost
+/// wakeup is a loom deadlock).
+fn wait_direct(ec: &EventChannels, bp: Port) {
+    while !ec.take_port(BE, bp).unwrap() {
+        thread::park();
+    }
+}
+
+/// Direct ports (`src/domain.rs`, D0 against R0): a send racing the
+/// registration of the receiving thread is delivered to it exactly once,
+/// and never taken by the domain waiter. (The receiver is the spawned
+/// thread: a late `unpark` of it leaves a token that loom's `join` of the
+/// parked thread would trip over, though `std` does not care.)
+#[test]
+fn direct_send_vs_registration() {
+    model(|| {
+        let (ec, fp, bp) = connected();
+        let mut w = ec.waiter(BE).unwrap();
+        let ec2 = ec.clone();
+        let r = thread::spawn(move || {
+            let token = ec2.set_direct(BE, bp).unwrap();
+            wait_direct(&ec2, bp);
+            token
+        });
+        ec.send(FE, fp).unwrap();
+        let token = r.join().unwrap();
+        assert!(w.try_take().is_empty());
+        assert!(!ec.take_port(BE, bp).unwrap());
+        assert_eq!(deliveries(&ec), 1);
+        ec.clear_direct(BE, bp, token);
+    });
+}
+
+/// Direct ports (D0 against C0/C1): a send racing the end of the
+/// registration reaches the receiver exactly once, directly or through the
+/// domain waiter.
+#[test]
+fn direct_send_vs_clear() {
+    model(|| {
+        let (ec, fp, bp) = connected();
+        let mut w = ec.waiter(BE).unwrap();
+        let token = ec.set_direct(BE, bp).unwrap();
+        let ec2 = ec.clone();
+        let s = thread::spawn(move || ec2.send(FE, fp).unwrap());
+        let direct = ec.take_port(BE, bp).unwrap();
+        ec.clear_direct(BE, bp, token);
+        if !direct {
+            assert_eq!(w.wait(FOREVER).unwrap().iter().collect::<Vec<_>>(), [bp]);
+        }
+        s.join().unwrap();
+        assert!(w.try_take().is_empty());
+        assert_eq!(deliveries(&ec), 1);
+    });
+}

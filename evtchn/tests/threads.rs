@@ -381,3 +381,82 @@ fn e4_close_racing_send_and_handler() {
         stop.store(true, SeqCst);
     });
 }
+
+/// Direct ports: 10,000 round trips where each side's port is direct for
+/// its thread (events unpark the thread itself, no domain waiter), with
+/// the domain waiters existing beside them and never handed those ports.
+#[test]
+fn direct_ports_ping_pong_without_the_domain_waiter() {
+    const ROUNDS: u64 = miri_or(100, 10_000);
+    let (ec, fp, bp) = connected();
+    let mut wf = ec.waiter(FE).unwrap();
+    let mut wb = ec.waiter(BE).unwrap();
+    let wait_direct = |dom: DomId, port: Port| {
+        let start = Instant::now();
+        while !ec.take_port(dom, port).unwrap() {
+            assert!(start.elapsed() < GUARD, "lost event on {dom:?}/{port:?}");
+            thread::park_timeout(GUARD);
+        }
+    };
+    thread::scope(|s| {
+        s.spawn(|| {
+            let token = ec.set_direct(BE, bp).unwrap();
+            for _ in 0..ROUNDS {
+                wait_direct(BE, bp);
+                ec.send(BE, bp).unwrap();
+            }
+            ec.clear_direct(BE, bp, token);
+        });
+        let token = ec.set_direct(FE, fp).unwrap();
+        // The backend may not be registered yet: its first ping can go to
+        // its domain waiter's selector, and `take_port` still finds it.
+        for _ in 0..ROUNDS {
+            ec.send(FE, fp).unwrap();
+            wait_direct(FE, fp);
+        }
+        ec.clear_direct(FE, fp, token);
+    });
+    // The domain waiters never got the direct ports' events.
+    assert!(!wf.try_take().contains(fp));
+    assert!(!wb.try_take().contains(bp));
+    assert_eq!(
+        ec.counters(BE).unwrap().deliveries,
+        ROUNDS + 1,
+        "bind + pings"
+    );
+}
+
+/// Clearing a direct port hands an event its thread did not take to the
+/// domain waiter; closing the port ends the registration; a stale token
+/// clears nothing.
+#[test]
+fn clear_direct_hands_a_pending_event_back() {
+    let (ec, fp, bp) = connected();
+    let mut wb = ec.waiter(BE).unwrap();
+    let t1 = ec.set_direct(BE, bp).unwrap();
+    ec.send(FE, fp).unwrap();
+    assert!(
+        wb.try_take().is_empty(),
+        "the direct port's event is not the waiter's"
+    );
+    let t2 = ec.set_direct(BE, bp).unwrap();
+    ec.clear_direct(BE, bp, t1); // stale: t2 stays
+    ec.send(FE, fp).unwrap(); // coalesced with the pending one
+    assert!(wb.try_take().is_empty());
+    ec.clear_direct(BE, bp, t2);
+    assert_eq!(wb.wait(GUARD).unwrap().iter().collect::<Vec<_>>(), [bp]);
+    // Direct again, then the port is closed and its number reused: the new
+    // binding's events go to the domain waiter.
+    ec.set_direct(BE, bp).unwrap();
+    ec.close(BE, bp).unwrap();
+    let fp2 = ec.alloc_unbound(FE, BE).unwrap();
+    let bp2 = ec.bind_interdomain(BE, FE, fp2).unwrap();
+    assert_eq!(bp2, bp, "the port number is reused");
+    assert_eq!(wb.wait(GUARD).unwrap().iter().collect::<Vec<_>>(), [bp2]);
+    ec.send(FE, fp2).unwrap();
+    assert_eq!(wb.wait(GUARD).unwrap().iter().collect::<Vec<_>>(), [bp2]);
+    assert_eq!(
+        ec.set_direct(BE, Port(0)),
+        Err(EvtchnError::InvalidPort(Port(0)))
+    );
+}

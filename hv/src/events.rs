@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::Thread;
+use std::thread::{Thread, ThreadId};
 use std::time::{Duration, Instant};
 
 use pvio_abi::{DomId, Port};
@@ -113,10 +113,36 @@ impl Dispatch {
 }
 
 /// Waits for events on one port of a domain (see the module docs).
+///
+/// In an embedded domain the port is made *direct* for the thread that
+/// waits ([`EventChannels::set_direct`]): an event unparks that thread
+/// itself, one wake-up instead of two (the dispatcher's, then the
+/// thread's). The dispatcher still serves the domain's other ports, and
+/// reports the domain's end.
 #[derive(Debug)]
 pub struct PortWaiter {
     slot: Arc<Slot>,
     port: Port,
+    direct: Option<Direct>,
+}
+
+/// The direct registration of an embedded domain's port.
+#[derive(Debug)]
+struct Direct {
+    evtchn: EventChannels,
+    dom: DomId,
+    /// The registered thread and the registration's token.
+    reg: Mutex<Option<(ThreadId, u64)>>,
+}
+
+impl Drop for PortWaiter {
+    fn drop(&mut self) {
+        if let Some(d) = &self.direct
+            && let Some((_, token)) = domain_lock(&d.reg).take()
+        {
+            d.evtchn.clear_direct(d.dom, self.port, token);
+        }
+    }
 }
 
 impl PortWaiter {
@@ -128,7 +154,15 @@ impl PortWaiter {
     ) -> Result<Self, EvtchnError> {
         let slot = dispatch.slot(port);
         dispatch.start(evtchn, dom)?;
-        Ok(PortWaiter { slot, port })
+        Ok(PortWaiter {
+            slot,
+            port,
+            direct: Some(Direct {
+                evtchn: evtchn.clone(),
+                dom,
+                reg: Mutex::new(None),
+            }),
+        })
     }
 
     pub(crate) fn new_remote(
@@ -138,7 +172,11 @@ impl PortWaiter {
     ) -> Result<Self, EvtchnError> {
         let slot = dispatch.slot(port);
         dispatch.start_remote(remote)?;
-        Ok(PortWaiter { slot, port })
+        Ok(PortWaiter {
+            slot,
+            port,
+            direct: None,
+        })
     }
 
     /// The port.
@@ -146,9 +184,42 @@ impl PortWaiter {
         self.port
     }
 
+    /// Makes the calling thread the one an event on this port unparks (as
+    /// [`PortWaiter::wait`] does), so that it can sleep in
+    /// [`std::thread::park_timeout`] for this port and for other wake-ups
+    /// (its own `unpark`s) at once, then ask [`PortWaiter::try_take`] and
+    /// [`PortWaiter::is_gone`] what came.
+    pub fn register(&self) {
+        let me = std::thread::current();
+        if let Some(d) = &self.direct {
+            let mut reg = domain_lock(&d.reg);
+            if reg.is_none_or(|(t, _)| t != me.id()) {
+                // A port that cannot be direct (closed meanwhile) keeps
+                // the dispatcher's path.
+                *reg = d
+                    .evtchn
+                    .set_direct(d.dom, self.port)
+                    .ok()
+                    .map(|k| (me.id(), k));
+            }
+        }
+        *domain_lock(&self.slot.thread) = Some(me);
+    }
+
+    /// Whether the domain is gone (every wait fails from now on).
+    pub fn is_gone(&self) -> bool {
+        self.slot.gone.load(Ordering::Acquire)
+    }
+
     /// Takes a pending event without blocking.
     pub fn try_take(&self) -> bool {
-        self.slot.pending.swap(false, Ordering::AcqRel)
+        // Both: an event may have come either way (before the port became
+        // direct, or a dispatcher's stale view).
+        let direct = self
+            .direct
+            .as_ref()
+            .is_some_and(|d| d.evtchn.take_port(d.dom, self.port).unwrap_or(false));
+        self.slot.pending.swap(false, Ordering::AcqRel) | direct
     }
 
     /// Waits up to `timeout` for an event on the port (first polling it for
@@ -157,7 +228,7 @@ impl PortWaiter {
     /// `Err(NoSuchDomain)` once the domain is gone.
     pub fn wait(&self, spin: Duration, timeout: Duration) -> Result<bool, EvtchnError> {
         let start = Instant::now();
-        *domain_lock(&self.slot.thread) = Some(std::thread::current());
+        self.register();
         loop {
             if self.try_take() {
                 return Ok(true);
