@@ -103,7 +103,7 @@ impl Default for NetbackConfig {
             split_event_channels: true,
             max_queues: 4,
             rate_limit: true,
-            rx_queue_len: 512,
+            rx_queue_len: 8192,
             rx_stall_timeout: Duration::from_secs(60),
         }
     }
@@ -273,7 +273,7 @@ impl Connection {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.carrier.store(false, Ordering::Release);
         for q in &self.shared.queues {
-            q.kick.kick();
+            q.kick.kick_event();
         }
         for t in self.threads {
             let _ = t.join();
@@ -607,6 +607,7 @@ fn connect(
             ring: r.rx,
             port: r.rx_port,
             q: rxq.clone(),
+            waiter: rx_waiter,
             shared: shared.clone(),
             stall_timeout: cfg.rx_stall_timeout,
         };
@@ -620,19 +621,7 @@ fn connect(
                     .name(name("rx"))
                     .spawn(move || rxw.run())
             })
-            .and_then(|t| {
-                threads.push(t);
-                match rx_waiter {
-                    Some(w) => {
-                        let (q2, s2) = (rxq.clone(), shared.clone());
-                        std::thread::Builder::new()
-                            .name(name("evt"))
-                            .spawn(move || queue::forward_events(w, q2, s2))
-                            .map(|t| threads.push(t))
-                    }
-                    None => Ok(()),
-                }
-            });
+            .map(|t| threads.push(t));
         if let Err(e) = spawned {
             failure = Some(refuse(format!("thread: {e}")));
             break;

@@ -103,7 +103,10 @@ pub struct NetfrontConfig {
     pub tx_timeout: Duration,
     /// How long closing waits for the backend to let go of the rings.
     pub close_timeout: Duration,
-    /// How long a waiting caller polls the rings before sleeping.
+    /// How long a waiting caller polls the rings before sleeping, at least:
+    /// the poll grows (up to 500 µs) while responses keep coming soon after
+    /// the caller slept, and shrinks back to this when they do not (zero:
+    /// never poll).
     pub spin: Duration,
 }
 
@@ -297,6 +300,8 @@ pub struct Stats {
 
 /// Pure spinning before a waiting caller yields between polls.
 const PURE_SPIN: Duration = Duration::from_micros(5);
+/// Longest poll of a waiting caller (see [`NetfrontConfig::spin`]).
+const MAX_SPIN: Duration = Duration::from_micros(500);
 /// How often a waiting frontend re-reads the backend's state.
 const STATE_CHECK: Duration = Duration::from_millis(10);
 /// Consecutive spurious events after which the waiter backs off (NF6).
@@ -323,6 +328,8 @@ pub struct Netfront {
     tx_blocked: bool,
     spurious: u32,
     backoff: Duration,
+    /// The current poll before sleeping (adapted; see `wait_once`).
+    spin_window: Duration,
     stats: Stats,
     waker: Waker,
 }
@@ -447,6 +454,7 @@ impl Netfront {
             tx_blocked: false,
             spurious: 0,
             backoff: BACKOFF_MIN,
+            spin_window: cfg.spin,
             stats: Stats::default(),
             waker: Waker::default(),
         };
@@ -557,7 +565,10 @@ impl Netfront {
                         if start.elapsed() >= self.cfg.tx_timeout {
                             return Err(NetError::Timeout);
                         }
-                        self.wait_once(start, self.cfg.tx_timeout);
+                        // A full TX ring has a ring's worth of work queued:
+                        // no hurry, so no adapted (longer) poll that would
+                        // take the CPU from the threads that drain it.
+                        self.wait_once(start, self.cfg.tx_timeout, false);
                         // `wait_once` only looks at the rings when an
                         // event came; a backend that went away sends none,
                         // so check its state here (as `wait` does) to
@@ -615,7 +626,7 @@ impl Netfront {
             if r.rx || r.tx || start.elapsed() >= timeout || self.waker.take() {
                 return Ok(r);
             }
-            self.wait_once(start, timeout);
+            self.wait_once(start, timeout, true);
         }
     }
 
@@ -794,8 +805,9 @@ impl Netfront {
     }
 
     /// One round of waiting: spin on the rings, then sleep on the event
-    /// channels (or back off during an event storm: NF6).
-    fn wait_once(&mut self, start: Instant, timeout: Duration) {
+    /// channels (or back off during an event storm: NF6). `adapt`: poll for
+    /// the adapted window (and adapt it), not just `cfg.spin`.
+    fn wait_once(&mut self, start: Instant, timeout: Duration, adapt: bool) {
         self.stats.wait_loops += 1;
         let left = timeout.saturating_sub(start.elapsed());
         if self.spurious >= STORM_THRESHOLD {
@@ -815,7 +827,13 @@ impl Netfront {
                 return;
             }
             let spun = t0.elapsed();
-            if spun >= self.cfg.spin {
+            if spun
+                >= if adapt {
+                    self.spin_window
+                } else {
+                    self.cfg.spin
+                }
+            {
                 break;
             }
             if spun < PURE_SPIN {
@@ -845,7 +863,21 @@ impl Netfront {
             std::thread::sleep(left.min(STATE_CHECK));
             return;
         }
+        let parked = Instant::now();
         std::thread::park_timeout(left.min(STATE_CHECK));
+        if !adapt {
+            return;
+        }
+        // Adapt the poll, like KVM's halt polling: responses that came soon
+        // after we slept mean a longer poll would have saved the two thread
+        // wake-ups of an event (the backend's send, then the dispatcher);
+        // otherwise poll less.
+        let soon = parked.elapsed() < MAX_SPIN;
+        self.spin_window = if soon && self.queues.iter_mut().any(Queue::has_responses) {
+            (self.spin_window * 2).clamp(self.cfg.spin, MAX_SPIN.max(self.cfg.spin))
+        } else {
+            (self.spin_window / 2).max(self.cfg.spin)
+        };
     }
 
     fn note_work(&mut self, event: bool, work: usize) {
