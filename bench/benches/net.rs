@@ -52,7 +52,7 @@
 //! once with a few frames; `-- --test` also runs one short round of the
 //! interleaved comparison; `-- interleaved` runs only the comparison.
 //!
-//! For profiling, `PVIO_NET_PROFILE=<64|1500|gso|tap64>[,q2]` runs one
+//! For profiling, `PVIO_NET_PROFILE=<64|1500|gso|tap64|tap1500>[,q2]` runs one
 //! fixed workload of about a second (no criterion) and exits, e.g. under
 //! `valgrind --tool=callgrind`.
 
@@ -60,7 +60,7 @@ use std::fs::File;
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
@@ -84,6 +84,29 @@ const MSS: u16 = 1448;
 const TAIL: u32 = 0x5A17_C0DE;
 /// UDP destination port (discard; nothing listens in the namespace).
 const DPORT: u16 = 9;
+
+/// Frames a windowed sender keeps in flight (sent, not yet received), at
+/// most; and bytes (so large frames stay within what B's RX ring and queue
+/// hold: netback queues up to 4 MiB by default).
+const WINDOW: u64 = 1024;
+const WINDOW_BYTES: u64 = 2 << 20;
+/// A windowed sender stops waiting for frames that made no progress for
+/// this long (they were dropped).
+const WINDOW_STALL: Duration = Duration::from_millis(2);
+
+/// How the sender offers frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    /// As fast as it can: frames B's queues cannot take are dropped. On two
+    /// vCPUs shared by the sender, both netbacks and the receiver, a sender
+    /// that always has CPU work starves B's side into dropping, and the
+    /// delivered rate swings between runs with the scheduler's placement.
+    Blast,
+    /// At most [`WINDOW`] frames in flight, as a transport's window keeps
+    /// them: the forwarding path, not the sender, sets the rate (RFC 2544
+    /// measures throughput without loss for the same reason).
+    Window,
+}
 
 /// Targets of the issue (reported, not asserted).
 const TARGET_PPS_64: f64 = 2e6;
@@ -438,14 +461,15 @@ impl SwitchPair {
         let back = Flows::with_ports(Size::Small, p.a.mac(), p.b.mac(), (ips.1, ips.0), vec![1]);
         p.b.send(back.nth(0)).expect("announce B");
         for s in Size::ALL {
-            p.run(s, 64);
+            p.run(s, 64, Offer::Blast);
         }
         p
     }
 
-    /// Sends `n` frames of `size` from A to B; returns (frames received,
-    /// their bytes, time from the start to the last one).
-    fn run(&mut self, size: Size, n: u64) -> (u64, u64, Duration) {
+    /// Sends `n` frames of `size` from A to B, offered as `offer` says;
+    /// returns (frames received, their bytes, time from the start to the
+    /// last one).
+    fn run(&mut self, size: Size, n: u64, offer: Offer) -> (u64, u64, Duration) {
         let i = Size::ALL.iter().position(|&s| s == size).unwrap();
         let flows = &self.flows[i];
         let checker = &mut self.checkers[i];
@@ -453,13 +477,46 @@ impl SwitchPair {
         self.sent[i] += n;
         let (a, b) = (&mut self.a, &mut self.b);
         let done = AtomicBool::new(false);
+        // Frames received so far, and whether the sender sleeps for them.
+        let received = AtomicU64::new(0);
+        let sender_waits = AtomicBool::new(false);
         let start = Instant::now();
+        let window = WINDOW.min(WINDOW_BYTES / size.len() as u64).max(2);
         let (got, last) = std::thread::scope(|s| {
-            s.spawn(|| {
+            let sender = s.spawn(|| {
                 let mut k = first;
                 let end = first + n;
+                // Frames given up as dropped (Window).
+                let mut lost = 0;
                 while k < end {
-                    let m = (end - k).min(BATCH as u64);
+                    let mut m = (end - k).min(BATCH as u64);
+                    if offer == Offer::Window {
+                        m = m.min(window / 2);
+                    }
+                    let in_flight = |r: u64, lost: u64| (k - first).saturating_sub(r + lost);
+                    if offer == Offer::Window
+                        && in_flight(received.load(Ordering::Acquire), lost) + m > window
+                    {
+                        // Wait for the window to be half open again.
+                        let mut seen = (Instant::now(), u64::MAX);
+                        loop {
+                            let r = received.load(Ordering::Acquire);
+                            if in_flight(r, lost) <= window / 2 {
+                                break;
+                            }
+                            if r != seen.1 {
+                                seen = (Instant::now(), r);
+                            } else if seen.0.elapsed() >= WINDOW_STALL {
+                                lost = (k - first).saturating_sub(r);
+                                break;
+                            }
+                            sender_waits.store(true, Ordering::SeqCst);
+                            if received.load(Ordering::SeqCst) == r {
+                                std::thread::park_timeout(WINDOW_STALL);
+                            }
+                            sender_waits.store(false, Ordering::SeqCst);
+                        }
+                    }
                     let sent = a
                         .send_batch((k..k + m).map(|j| flows.nth(j)))
                         .expect("send");
@@ -467,6 +524,7 @@ impl SwitchPair {
                 }
                 done.store(true, Ordering::Release);
             });
+            let sender = sender.thread().clone();
             let mut out = Vec::with_capacity(256);
             let mut got = 0u64;
             let mut last = start;
@@ -475,6 +533,12 @@ impl SwitchPair {
                 if b.recv_batch(&mut out, 256) > 0 {
                     for p in &out {
                         got += u64::from(checker.check(flows, &p.data));
+                    }
+                    // Every frame that arrived counts for the window (a
+                    // corrupt one is the checker's to report).
+                    received.fetch_add(out.len() as u64, Ordering::SeqCst);
+                    if sender_waits.load(Ordering::SeqCst) {
+                        sender.unpark();
                     }
                     last = Instant::now();
                     if got >= n {
@@ -753,7 +817,7 @@ fn criterion_benches(c: &mut Criterion, pairs: &mut [SwitchPair], tap: &mut Opti
         for p in pairs.iter_mut() {
             g.bench_function(format!("q{}", p.queues), |b| {
                 b.iter_custom(|iters| {
-                    let (got, _, d) = p.run(size, iters);
+                    let (got, _, d) = p.run(size, iters, Offer::Window);
                     scaled(iters, got, d)
                 })
             });
@@ -808,7 +872,7 @@ fn interleaved(pairs: &mut [SwitchPair], tap: &mut Option<TapBench>, smoke: bool
         // Calibrate each side's run length.
         let mut n = Vec::new();
         for p in pairs.iter_mut() {
-            let (got, _, d) = p.run(size, frames_for(1e5, chunk / 4, floor));
+            let (got, _, d) = p.run(size, frames_for(1e5, chunk / 4, floor), Offer::Window);
             n.push(frames_for(rates(got, 0, d).0, chunk, floor));
         }
         let mut pps = vec![Vec::new(); pairs.len()];
@@ -826,7 +890,7 @@ fn interleaved(pairs: &mut [SwitchPair], tap: &mut Option<TapBench>, smoke: bool
             };
             for i in order {
                 let g0 = pairs[i].checkers.iter().map(|c| c.gaps).sum::<u64>();
-                let (got, bytes, d) = pairs[i].run(size, n[i]);
+                let (got, bytes, d) = pairs[i].run(size, n[i], Offer::Window);
                 gaps[i] += pairs[i].checkers.iter().map(|c| c.gaps).sum::<u64>() - g0;
                 sent[i] += n[i];
                 recvd[i] += got;
@@ -848,10 +912,11 @@ fn interleaved(pairs: &mut [SwitchPair], tap: &mut Option<TapBench>, smoke: bool
                 format!("{:.3} Mpps ({gbps:.2} Gbit/s)", f / 1e6)
             };
             println!(
-                "  net/switch/{}/q{}: {line}; {:.1}% of the frames sent dropped (B's queues \
-                 full: {} sequence gaps)",
+                "  net/switch/{}/q{}: {line} with at most {} frames in flight; {:.1}% \
+                 of the frames sent dropped ({} sequence gaps)",
                 size.name(),
                 p.queues,
+                WINDOW.min(WINDOW_BYTES / size.len() as u64).max(2),
                 100.0 * sent[i].saturating_sub(recvd[i]) as f64 / sent[i].max(1) as f64,
                 gaps[i],
             );
@@ -881,6 +946,26 @@ fn interleaved(pairs: &mut [SwitchPair], tap: &mut Option<TapBench>, smoke: bool
                     }
                 ));
             }
+        }
+        // For the record: the same frames offered without a window (the
+        // delivered rate then depends on where the scheduler puts the
+        // sender; see `Offer::Blast`).
+        for (i, p) in pairs.iter_mut().enumerate() {
+            let mut blast = Vec::new();
+            let (mut sent, mut recvd) = (0, 0);
+            for _ in 0..if smoke { 1 } else { 3 } {
+                let (got, _, d) = p.run(size, n[i], Offer::Blast);
+                blast.push(rates(got, 0, d).0);
+                sent += n[i];
+                recvd += got;
+            }
+            println!(
+                "  net/switch/{}/q{}, no window (3 runs): {:.3} Mpps median, {:.1}% dropped",
+                size.name(),
+                p.queues,
+                median(&mut blast) / 1e6,
+                100.0 * (sent - recvd.min(sent)) as f64 / sent.max(1) as f64
+            );
         }
         if !ratio.is_empty() {
             println!(
@@ -964,11 +1049,18 @@ fn profile(spec: &str) {
     let q2 = spec.ends_with(",q2");
     let what = spec.trim_end_matches(",q2");
     let t = Instant::now();
-    if what == "tap64" {
+    if what == "tap64" || what == "tap1500" {
+        let size = if what == "tap64" {
+            Size::Small
+        } else {
+            Size::Mtu
+        };
         match TapBench::new() {
             Ok(mut tb) => {
-                let (g, d) = tb.pvio(Size::Small, 200_000);
-                println!("tap64: {g} frames in {d:?}");
+                let (g, d) = tb.pvio(size, 200_000);
+                println!("{what}: {g} frames in {d:?}");
+                let (g, d) = tb.raw(size, 200_000);
+                println!("{what} raw: {g} frames in {d:?}");
             }
             Err(e) => println!("SKIPPED: {e}"),
         }
@@ -980,7 +1072,12 @@ fn profile(spec: &str) {
         };
         let mut p = SwitchPair::new(if q2 { 2 } else { 1 });
         let cpu0 = cpu_time();
-        let (got, bytes, d) = p.run(size, n);
+        let offer = if std::env::var_os("PVIO_NET_BLAST").is_some() {
+            Offer::Blast
+        } else {
+            Offer::Window
+        };
+        let (got, bytes, d) = p.run(size, n, offer);
         let cpu = cpu_time() - cpu0;
         println!(
             "CPU {cpu:?}: {:.2} us per frame received, {:.2} CPUs busy",

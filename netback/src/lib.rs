@@ -86,6 +86,11 @@ pub struct NetbackConfig {
     pub rate_limit: bool,
     /// Packets queued per RX queue before dropping (NB13).
     pub rx_queue_len: usize,
+    /// Bytes of frame queued per RX queue before dropping (NB13; Linux
+    /// bounds its RX queue by bytes too): small frames queue up to
+    /// `rx_queue_len`, large ones up to this (4 MiB: 64 GSO frames of
+    /// 64 KiB; a frontend that does not read holds no more than that).
+    pub rx_queue_bytes: usize,
     /// How long the head packet may wait for RX buffers before the
     /// carrier goes off (NB13, NB14; Linux: 60 s).
     pub rx_stall_timeout: Duration,
@@ -104,6 +109,7 @@ impl Default for NetbackConfig {
             max_queues: 4,
             rate_limit: true,
             rx_queue_len: 8192,
+            rx_queue_bytes: 4 << 20,
             rx_stall_timeout: Duration::from_secs(60),
         }
     }
@@ -556,6 +562,7 @@ fn connect(
     let shared = Arc::new(Shared {
         queues: (0..queues).map(|_| Arc::new(RxQueue::default())).collect(),
         rx_queue_len: cfg.rx_queue_len.max(1),
+        rx_queue_bytes: cfg.rx_queue_bytes,
         fe: fe_feat,
         max_mcast: cfg.max_mcast,
         mcast: Mutex::new(Vec::new()),

@@ -153,8 +153,37 @@ impl Kick {
 /// One queue's RX backlog.
 #[derive(Debug, Default)]
 pub(crate) struct RxQueue {
-    pkts: Mutex<VecDeque<Packet>>,
+    pkts: Mutex<Backlog>,
     pub(crate) kick: Kick,
+}
+
+/// Packets waiting for the RX thread, and the bytes of frame they hold
+/// (bounded both ways: [`Shared::rx_queue_len`], [`Shared::rx_queue_bytes`]).
+#[derive(Debug, Default)]
+struct Backlog {
+    pkts: VecDeque<Packet>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, p: Packet) {
+        self.bytes += p.data.len();
+        self.pkts.push_back(p);
+    }
+
+    fn pop(&mut self) -> Option<Packet> {
+        let p = self.pkts.pop_front()?;
+        self.bytes -= p.data.len();
+        Some(p)
+    }
+
+    /// Drops everything; returns how many packets.
+    fn clear(&mut self) -> usize {
+        let n = self.pkts.len();
+        self.pkts.clear();
+        self.bytes = 0;
+        n
+    }
 }
 
 /// What the frontend accepts on RX.
@@ -170,6 +199,7 @@ pub(crate) struct FrontFeatures {
 pub(crate) struct Shared {
     pub queues: Vec<Arc<RxQueue>>,
     pub rx_queue_len: usize,
+    pub rx_queue_bytes: usize,
     pub fe: FrontFeatures,
     pub max_mcast: usize,
     pub mcast: Mutex<Vec<[u8; 6]>>,
@@ -198,7 +228,7 @@ impl Shared {
         }
         drop(link);
         for q in &self.queues {
-            let n = lock(&q.pkts).drain(..).count();
+            let n = lock(&q.pkts).clear();
             self.stats.add(&self.stats.rx_dropped, n as u64);
             q.kick.kick_event();
         }
@@ -266,10 +296,12 @@ impl Shared {
         let mut dropped = 0;
         let mut g = lock(&self.queues[qi].pkts);
         for p in pkts {
-            if g.len() >= self.rx_queue_len {
+            if g.pkts.len() >= self.rx_queue_len
+                || g.bytes + p.data.len() > self.rx_queue_bytes.max(p.data.len())
+            {
                 dropped += 1;
             } else {
-                g.push_back(p);
+                g.push(p);
             }
         }
         drop(g);
@@ -691,14 +723,14 @@ impl RxWorker {
                 let mut g = lock(&self.q.pkts);
                 let mut used = 0;
                 while batch.len() < BATCH {
-                    let Some(p) = g.front() else { break };
+                    let Some(p) = g.pkts.front() else { break };
                     let n = rx_slots(p);
                     if used + n > avail {
                         need_more = Some(used + n - avail);
                         break;
                     }
                     used += n;
-                    batch.extend(g.pop_front());
+                    batch.extend(g.pop());
                 }
             }
             if !batch.is_empty() {
@@ -749,7 +781,7 @@ impl RxWorker {
             }
             idle_since = None;
             self.q.kick.wait(sleep);
-            window.slept(since.elapsed(), !lock(&self.q.pkts).is_empty());
+            window.slept(since.elapsed(), !lock(&self.q.pkts).pkts.is_empty());
         }
     }
 
@@ -760,7 +792,7 @@ impl RxWorker {
         st.add(&st.rx_stalls, 1);
         self.shared.set_carrier(false);
         for q in &self.shared.queues {
-            let n = lock(&q.pkts).drain(..).count();
+            let n = lock(&q.pkts).clear();
             st.add(&st.rx_dropped, n as u64);
         }
     }
