@@ -555,6 +555,39 @@ fn nb13_no_rx_buffers_stall_detected() {
     assert_eq!(db.recv(&mut fb).data, f);
 }
 
+/// NB13, by bytes: a guest that does not read holds at most
+/// `rx_queue_bytes` of frames (here 16 KiB: two 9000-byte frames fit the
+/// count cap of 32 but not the byte cap), the rest dropped and counted.
+#[test]
+fn nb13_rx_backlog_capped_by_bytes() {
+    let cfg = NetbackConfig {
+        rx_queue_bytes: 16 << 10,
+        ..stall_cfg()
+    };
+    let (_w, _sw, (_na, da, mut fa), (nb, db, mut fb)) = pair(
+        cfg,
+        Opts::default(),
+        Opts {
+            rx_bufs: 0,
+            ..Opts::default()
+        },
+    );
+    for i in 0..6 {
+        let f = frame(db.mac, da.mac, 9000, i);
+        da.send_wait(&mut fa, 0, &f, 4096, 0, &[]);
+    }
+    wait_until("the drops", || nb.stats().rx_dropped >= 5);
+    let st = nb.stats();
+    assert_eq!(
+        st.rx_dropped, 5,
+        "one 9000-byte frame fits in 16 KiB: {st:?}"
+    );
+    // Buffers come: the queued frame is delivered.
+    db.post_rx(&mut fb, 0, 64);
+    let got = db.recv(&mut fb);
+    assert_eq!(got.data, frame(db.mac, da.mac, 9000, 0));
+}
+
 /// NB14: one free RX slot while each packet needs three.
 #[test]
 fn nb14_one_free_slot_for_two_slot_packets_stall_detected() {
