@@ -900,3 +900,59 @@ impl RxWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_window_grows_on_short_waits_and_shrinks_on_long_ones() {
+        let mut w = PollWindow::new();
+        assert_eq!(w.window, POLL_BEFORE_SLEEP);
+        w.slept(Duration::from_micros(80), true);
+        assert_eq!(w.window, POLL_BEFORE_SLEEP * 2);
+        for _ in 0..10 {
+            w.slept(Duration::from_micros(300), true);
+        }
+        assert_eq!(w.window, PollWindow::MAX);
+        w.slept(Duration::from_millis(20), false);
+        assert_eq!(w.window, PollWindow::MAX / 2);
+        for _ in 0..10 {
+            w.slept(Duration::from_millis(2), true);
+        }
+        assert_eq!(w.window, POLL_BEFORE_SLEEP);
+    }
+
+    /// A thread waiting for the frontend's buffers is not woken by packets
+    /// (only by an event); one waiting for packets is woken by either; a
+    /// kick that lands before the wait is not lost. Timeouts are failure
+    /// guards (long), never expected.
+    #[test]
+    fn kick_wakes_only_for_what_the_thread_waits_for() {
+        const LONG: Duration = Duration::from_secs(10);
+        let k = Arc::new(Kick::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = {
+            let k = k.clone();
+            std::thread::spawn(move || {
+                k.register();
+                tx.send(()).unwrap();
+                let t0 = Instant::now();
+                k.wait_event(LONG);
+                k.wait(LONG);
+                t0.elapsed()
+            })
+        };
+        rx.recv().unwrap();
+        // Let the thread reach its event wait, then kick it with packets
+        // only: it must sleep on.
+        std::thread::sleep(Duration::from_millis(50));
+        k.kick();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!t.is_finished());
+        k.kick_event();
+        // The packet kick is still pending: the next `wait` returns at once.
+        let total = t.join().unwrap();
+        assert!(total < LONG, "{total:?}");
+    }
+}

@@ -345,22 +345,16 @@ mod tests {
         assert!(batch.is_empty());
         assert_eq!(refused_one, 1, "the runt");
         assert_eq!(refused_batch, refused_one);
+        let frames_of = |r: &Rec| -> Vec<_> {
+            r.got
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p.data.clone())
+                .collect()
+        };
         for (a, b) in r1.iter().zip(&r2) {
-            let a: Vec<_> = a
-                .got
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|p| p.data.clone())
-                .collect();
-            let b: Vec<_> = b
-                .got
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|p| p.data.clone())
-                .collect();
-            assert_eq!(a, b);
+            assert_eq!(frames_of(a), frames_of(b));
         }
         assert_eq!(
             r2[0].got.lock().unwrap().len(),
