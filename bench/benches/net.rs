@@ -94,6 +94,57 @@ const WINDOW_BYTES: u64 = 2 << 20;
 /// this long (they were dropped).
 const WINDOW_STALL: Duration = Duration::from_millis(2);
 
+/// Frames of `size` a windowed sender keeps in flight.
+fn window_for(size: Size) -> u64 {
+    WINDOW.min(WINDOW_BYTES / size.len() as u64).max(2)
+}
+
+/// What a windowed sender knows of the frames it sent: how many arrived,
+/// how many it gave up as dropped, and whether it sleeps for more.
+#[derive(Default)]
+struct InFlight {
+    received: AtomicU64,
+    lost: AtomicU64,
+    sender_waits: AtomicBool,
+}
+
+impl InFlight {
+    /// Frames in flight once `sent` were sent.
+    fn in_flight(&self, sent: u64) -> u64 {
+        let gone = self.received.load(Ordering::Acquire) + self.lost.load(Ordering::Relaxed);
+        sent.saturating_sub(gone)
+    }
+
+    /// The sender, having sent `sent`, sleeps until at most `limit` are in
+    /// flight; frames that made no progress for [`WINDOW_STALL`] are given
+    /// up as dropped.
+    fn wait_until(&self, sent: u64, limit: u64) {
+        let mut seen = (Instant::now(), u64::MAX);
+        while self.in_flight(sent) > limit {
+            let r = self.received.load(Ordering::Acquire);
+            if r != seen.1 {
+                seen = (Instant::now(), r);
+            } else if seen.0.elapsed() >= WINDOW_STALL {
+                self.lost.store(sent.saturating_sub(r), Ordering::Relaxed);
+                return;
+            }
+            self.sender_waits.store(true, Ordering::SeqCst);
+            if self.received.load(Ordering::SeqCst) == r {
+                std::thread::park_timeout(WINDOW_STALL);
+            }
+            self.sender_waits.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// The receiver got `n` more frames: wakes a sleeping sender.
+    fn arrived(&self, n: u64, sender: &std::thread::Thread) {
+        self.received.fetch_add(n, Ordering::SeqCst);
+        if self.sender_waits.load(Ordering::SeqCst) {
+            sender.unpark();
+        }
+    }
+}
+
 /// How the sender offers frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Offer {
@@ -477,44 +528,20 @@ impl SwitchPair {
         self.sent[i] += n;
         let (a, b) = (&mut self.a, &mut self.b);
         let done = AtomicBool::new(false);
-        // Frames received so far, and whether the sender sleeps for them.
-        let received = AtomicU64::new(0);
-        let sender_waits = AtomicBool::new(false);
+        let flight = InFlight::default();
         let start = Instant::now();
-        let window = WINDOW.min(WINDOW_BYTES / size.len() as u64).max(2);
+        let window = window_for(size);
         let (got, last) = std::thread::scope(|s| {
             let sender = s.spawn(|| {
                 let mut k = first;
                 let end = first + n;
-                // Frames given up as dropped (Window).
-                let mut lost = 0;
                 while k < end {
                     let mut m = (end - k).min(BATCH as u64);
                     if offer == Offer::Window {
                         m = m.min(window / 2);
-                    }
-                    let in_flight = |r: u64, lost: u64| (k - first).saturating_sub(r + lost);
-                    if offer == Offer::Window
-                        && in_flight(received.load(Ordering::Acquire), lost) + m > window
-                    {
-                        // Wait for the window to be half open again.
-                        let mut seen = (Instant::now(), u64::MAX);
-                        loop {
-                            let r = received.load(Ordering::Acquire);
-                            if in_flight(r, lost) <= window / 2 {
-                                break;
-                            }
-                            if r != seen.1 {
-                                seen = (Instant::now(), r);
-                            } else if seen.0.elapsed() >= WINDOW_STALL {
-                                lost = (k - first).saturating_sub(r);
-                                break;
-                            }
-                            sender_waits.store(true, Ordering::SeqCst);
-                            if received.load(Ordering::SeqCst) == r {
-                                std::thread::park_timeout(WINDOW_STALL);
-                            }
-                            sender_waits.store(false, Ordering::SeqCst);
+                        if flight.in_flight(k - first) + m > window {
+                            // Wait for the window to be half open again.
+                            flight.wait_until(k - first, window / 2);
                         }
                     }
                     let sent = a
@@ -524,7 +551,7 @@ impl SwitchPair {
                 }
                 done.store(true, Ordering::Release);
             });
-            let sender = sender.thread().clone();
+            let sender = sender.thread();
             let mut out = Vec::with_capacity(256);
             let mut got = 0u64;
             let mut last = start;
@@ -536,10 +563,7 @@ impl SwitchPair {
                     }
                     // Every frame that arrived counts for the window (a
                     // corrupt one is the checker's to report).
-                    received.fetch_add(out.len() as u64, Ordering::SeqCst);
-                    if sender_waits.load(Ordering::SeqCst) {
-                        sender.unpark();
-                    }
+                    flight.arrived(out.len() as u64, sender);
                     last = Instant::now();
                     if got >= n {
                         break;
@@ -916,7 +940,7 @@ fn interleaved(pairs: &mut [SwitchPair], tap: &mut Option<TapBench>, smoke: bool
                  of the frames sent dropped ({} sequence gaps)",
                 size.name(),
                 p.queues,
-                WINDOW.min(WINDOW_BYTES / size.len() as u64).max(2),
+                window_for(size),
                 100.0 * sent[i].saturating_sub(recvd[i]) as f64 / sent[i].max(1) as f64,
                 gaps[i],
             );
@@ -953,14 +977,15 @@ fn interleaved(pairs: &mut [SwitchPair], tap: &mut Option<TapBench>, smoke: bool
         for (i, p) in pairs.iter_mut().enumerate() {
             let mut blast = Vec::new();
             let (mut sent, mut recvd) = (0, 0);
-            for _ in 0..if smoke { 1 } else { 3 } {
+            let runs = if smoke { 1 } else { 3 };
+            for _ in 0..runs {
                 let (got, _, d) = p.run(size, n[i], Offer::Blast);
                 blast.push(rates(got, 0, d).0);
                 sent += n[i];
                 recvd += got;
             }
             println!(
-                "  net/switch/{}/q{}, no window (3 runs): {:.3} Mpps median, {:.1}% dropped",
+                "  net/switch/{}/q{}, no window ({runs} runs): {:.3} Mpps median, {:.1}% dropped",
                 size.name(),
                 p.queues,
                 median(&mut blast) / 1e6,

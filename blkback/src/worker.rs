@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pvio_abi::blkif::{BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, Request, RequestSegment, Response};
 use pvio_abi::{DomId, GrantRef, Port};
 use pvio_blkdisk::{Completion, DiskOp, DiskOpKind, DiskQueue};
-use pvio_hv::{Domain, MappedPages, Mapping, PortWaiter};
+use pvio_hv::{Domain, MappedPages, Mapping, PollWindow, PortWaiter, poll_step};
 use pvio_ring::BackRing;
 
 use crate::StatsCell;
@@ -21,51 +21,14 @@ const DISK_WAIT: Duration = Duration::from_micros(20);
 /// Requests taken per poll (bounded work per notification: R8).
 const MAX_PER_POLL: u32 = 64;
 
-/// How long the worker polls before it sleeps: adapted like KVM's halt
-/// polling. Used twice: an idle worker polls its ring for new requests, and
-/// a worker whose requests are all on the disk polls the disk's completion
-/// queue. A wait that, after the poll missed, still ended sooner than
-/// [`PollWindow::MAX`] after it began means a longer poll would have caught
-/// the event without the thread wakeups: the window doubles. A wait longer
-/// than that means events come too rarely for polling to pay: the window
-/// halves, down to [`PollWindow::BASE`].
-///
-/// Idle: without this, a fixed 50 µs poll is bistable where thread wakeups
-/// cost tens of µs (small or overcommitted VMs): once a frontend sleeps, its
-/// next request comes later than 50 µs after the response, so the worker
-/// sleeps too and every request pays four wakeups instead of none.
-///
-/// Disk: a completion interrupt taken on another CPU than the one the
-/// sleeping worker last ran on must wake that (halted) CPU, which costs a
-/// VM 15–20 µs, a quarter of an SSD's 4 KiB read; a worker that is running
-/// (polling) gets the completion at its next system call instead. Past
-/// the first [`PollWindow::PURE_SPIN`] a poll yields the CPU between looks.
-#[derive(Debug)]
-struct PollWindow {
-    window: Duration,
-}
-
-impl PollWindow {
-    const BASE: Duration = Duration::from_micros(50);
-    const MAX: Duration = Duration::from_micros(500);
-    /// The first part of a poll spins without yielding.
-    const PURE_SPIN: Duration = Duration::from_micros(5);
-
-    fn new() -> Self {
-        PollWindow { window: Self::BASE }
-    }
-
-    /// The worker began to wait `waited` ago, polled for the whole window,
-    /// slept and woke, with the event it waited for (`woke_with_work`) or
-    /// not: adapt the window.
-    fn slept(&mut self, waited: Duration, woke_with_work: bool) {
-        self.window = if woke_with_work && waited <= Self::MAX {
-            (self.window * 2).min(Self::MAX)
-        } else {
-            (self.window / 2).max(Self::BASE)
-        };
-    }
-}
+/// The worker's polls before it sleeps ([`PollWindow`]), one for an idle
+/// worker waiting for requests and one for a worker whose requests are all
+/// on the disk: a completion interrupt taken on another CPU than the one
+/// the sleeping worker last ran on must wake that (halted) CPU, which costs
+/// a VM 15–20 µs, a quarter of an SSD's 4 KiB read; a polling worker gets
+/// the completion at its next system call instead.
+const POLL_BASE: Duration = Duration::from_micros(50);
+const POLL_MAX: Duration = Duration::from_micros(500);
 
 pub(crate) type Ring = BackRing<MappedPages, Request, Response>;
 
@@ -159,11 +122,11 @@ impl Worker {
         let mut done = Vec::new();
         let mut reqs = Vec::new();
         let mut idle_since: Option<Instant> = None;
-        let mut idle_poll = PollWindow::new();
+        let mut idle_poll = PollWindow::new(POLL_BASE, POLL_MAX);
         // Since when every request taken is on the disk, and whether the
         // disk poll of that wait has run out.
         let mut disk_since: Option<(Instant, bool)> = None;
-        let mut disk_poll = PollWindow::new();
+        let mut disk_poll = PollWindow::new(POLL_BASE, POLL_MAX);
         let mut barrier_pending = false;
         let mut fault = None;
         loop {
@@ -237,7 +200,7 @@ impl Worker {
                 if !slept {
                     // Requests behind a barrier wait for the disk anyway.
                     let watch_ring = taking && !barrier_pending;
-                    if self.poll_disk(since, disk_poll.window, watch_ring, &mut done) {
+                    if self.poll_disk(since, disk_poll.window(), watch_ring, &mut done) {
                         continue;
                     }
                     disk_since = Some((since, true));
@@ -247,17 +210,7 @@ impl Worker {
             }
             // Idle: poll a little, then re-arm and sleep.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            let idle = since.elapsed();
-            if idle < idle_poll.window {
-                if idle < PollWindow::PURE_SPIN {
-                    std::hint::spin_loop();
-                } else {
-                    // Past a few µs the poll gives the CPU to any thread
-                    // waiting for it between looks: a thread woken onto
-                    // this CPU (the frontend, or the event dispatcher that
-                    // wakes it) must not queue behind the poller.
-                    std::thread::yield_now();
-                }
+            if idle_poll.step(since.elapsed()) {
                 continue;
             }
             match self.ring.final_check_for_requests() {
@@ -288,18 +241,8 @@ impl Worker {
         watch_ring: bool,
         done: &mut Vec<Completion>,
     ) -> bool {
-        loop {
-            let polled = since.elapsed();
-            if polled >= window {
-                return false;
-            }
-            if polled < PollWindow::PURE_SPIN {
-                std::hint::spin_loop();
-            } else {
-                // Also lets the kernel post the completion (io_uring's
-                // task work runs on the way back from a system call).
-                std::thread::yield_now();
-            }
+        // Each step's yield also lets the kernel post a completion.
+        while poll_step(since.elapsed(), window) {
             if matches!(self.disk.reap(0, done), Ok(n) if n > 0) {
                 return true;
             }
@@ -307,6 +250,7 @@ impl Worker {
                 return true;
             }
         }
+        false
     }
 
     fn respond(&mut self, id: u64, op: u8, status: i16) {
@@ -545,32 +489,5 @@ impl Worker {
             .map_err(|_| BLKIF_RSP_ERROR)?;
         }
         Ok(segs)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn poll_window_grows_on_short_waits_and_shrinks_on_long_ones() {
-        let mut p = PollWindow::new();
-        assert_eq!(p.window, PollWindow::BASE);
-        // Woken with work soon after going idle: poll longer next time.
-        p.slept(Duration::from_micros(80), true);
-        assert_eq!(p.window, PollWindow::BASE * 2);
-        for _ in 0..10 {
-            p.slept(Duration::from_micros(300), true);
-        }
-        assert_eq!(p.window, PollWindow::MAX);
-        // A timeout, or work long after: back towards the base.
-        p.slept(Duration::from_millis(20), false);
-        assert_eq!(p.window, PollWindow::MAX / 2);
-        p.slept(Duration::from_millis(2), true);
-        assert_eq!(p.window, PollWindow::MAX / 4);
-        for _ in 0..10 {
-            p.slept(Duration::from_millis(20), false);
-        }
-        assert_eq!(p.window, PollWindow::BASE);
     }
 }

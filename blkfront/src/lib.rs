@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use pvio_abi::blkif::{BLKIF_MAX_SEGMENTS_PER_REQUEST, MAX_RING_PAGE_ORDER, VDISK_READONLY};
 use pvio_abi::xenbus::XenbusState;
-use pvio_hv::Domain;
+use pvio_hv::{Domain, PollWindow};
 use pvio_xenbus::XenbusError;
 use pvio_xenbus::device::{read_state, read_u32_or, read_u64, switch_state, wait_for_state};
 use pvio_xenbus::toolstack::DevicePaths;
@@ -274,9 +274,6 @@ enum Mode {
     Abandoned,
 }
 
-/// Pure spinning before a waiting caller starts yielding between polls.
-const PURE_SPIN: Duration = Duration::from_micros(5);
-
 /// Longest adaptive poll window.
 const MAX_SPIN: Duration = Duration::from_millis(1);
 
@@ -307,7 +304,7 @@ pub struct Blkfront {
     next_queue: usize,
     /// How long a waiting caller polls before sleeping (adaptive, from
     /// `cfg.spin` up to [`MAX_SPIN`]).
-    spin_window: Duration,
+    poll: PollWindow,
     stats: Stats,
 }
 
@@ -374,7 +371,7 @@ impl Blkfront {
             last_state_check: Instant::now(),
             down_since: None,
             next_queue: 0,
-            spin_window: cfg.spin,
+            poll: PollWindow::new(cfg.spin, MAX_SPIN),
             stats: Stats::default(),
         };
         me.handshake()?;
@@ -830,19 +827,12 @@ impl Blkfront {
         // spinning, then yielding between checks so a backend or event
         // thread sharing this CPU can run (a pure spin starves it).
         let t0 = Instant::now();
-        let window = self.spin_window;
         loop {
             if conn.has_responses() {
                 return;
             }
-            let spun = t0.elapsed();
-            if spun >= window {
+            if !self.poll.step(t0.elapsed()) {
                 break;
-            }
-            if spun < PURE_SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
             }
         }
         if conn.arm() {
@@ -851,13 +841,9 @@ impl Blkfront {
         let left = timeout.saturating_sub(start.elapsed());
         let parked = Instant::now();
         conn.park(left.min(STATE_CHECK));
-        // Adapt the window: answers that come soon after we slept mean
-        // polling longer would have saved the wakeups; otherwise poll less.
-        self.spin_window = if parked.elapsed() < MAX_SPIN && conn.has_responses() {
-            (window * 2).min(MAX_SPIN)
-        } else {
-            (window / 2).max(self.cfg.spin)
-        };
+        // Answers that came soon after we slept mean polling longer would
+        // have saved the wakeups; otherwise poll less.
+        self.poll.slept(parked.elapsed(), conn.has_responses());
     }
 
     /// Reacts to the backend leaving Connected: reconnect and replay (BF3).

@@ -395,26 +395,27 @@ impl DomainSlot {
         if mask.load(SeqCst) & bit != 0 {
             return false;
         }
-        // D0: a port with its own thread (module docs, Direct ports).
+        self.deliver(port);
+        false
+    }
+
+    /// Delivers a newly pending, unmasked port: to its own thread (D0:
+    /// module docs, Direct ports) or to the domain's waiter (S2, S3).
+    fn deliver(&self, port: u32) {
+        let (w, bit) = word_bit(port);
         if self
             .direct
             .get(w)
             .is_some_and(|d| d.load(SeqCst) & bit != 0)
         {
-            self.wake_direct(port);
-            return false;
+            if let Some((t, _)) = lock(&self.direct_threads).get(&port) {
+                t.unpark();
+            }
+            return;
         }
         // S2: pairs with W2 / T0.
         self.signal.sel.fetch_or(1 << w, SeqCst);
         self.wake();
-        false
-    }
-
-    /// Unparks the thread of a direct port.
-    fn wake_direct(&self, port: u32) {
-        if let Some((t, _)) = lock(&self.direct_threads).get(&port) {
-            t.unpark();
-        }
     }
 
     /// Gives `port` a thread of its own, `t` (replacing any other): its
@@ -451,8 +452,7 @@ impl DomainSlot {
         dekker_fence();
         // C1: an event the direct thread did not take.
         if self.ready_port(port) {
-            self.signal.sel.fetch_or(1 << w, SeqCst);
-            self.wake();
+            self.deliver(port);
         }
     }
 
@@ -499,16 +499,7 @@ impl DomainSlot {
         if pending.load(SeqCst) & bit == 0 {
             return;
         }
-        if self
-            .direct
-            .get(w)
-            .is_some_and(|d| d.load(SeqCst) & bit != 0)
-        {
-            self.wake_direct(port);
-            return;
-        }
-        self.signal.sel.fetch_or(1 << w, SeqCst);
-        self.wake();
+        self.deliver(port);
     }
 
     /// The port's pending bit.

@@ -457,11 +457,9 @@ impl EventChannels {
     ///
     /// Errors: `NoSuchDomain`, `InvalidPort` (port 0 or out of range).
     pub fn set_direct(&self, dom: DomId, port: Port) -> Result<u64, EvtchnError> {
-        let d = self.inner.live(dom)?;
-        if port.0 == 0 || port.0 >= d.max_ports() {
-            return Err(EvtchnError::InvalidPort(port));
-        }
-        Ok(d.set_direct(port.0, crate::sync::current()))
+        Ok(self
+            .guest_port(dom, port)?
+            .set_direct(port.0, crate::sync::current()))
     }
 
     /// Ends registration `token` of [`EventChannels::set_direct`] (if it is
@@ -479,11 +477,17 @@ impl EventChannels {
     ///
     /// Errors: `NoSuchDomain`, `InvalidPort` (port 0 or out of range).
     pub fn take_port(&self, dom: DomId, port: Port) -> Result<bool, EvtchnError> {
+        Ok(self.guest_port(dom, port)?.take_port(port.0))
+    }
+
+    /// The live slot of `dom`, if `port` is one of its guest-usable ports
+    /// (`1..max_ports`).
+    fn guest_port(&self, dom: DomId, port: Port) -> Result<&SlotRef, EvtchnError> {
         let d = self.inner.live(dom)?;
         if port.0 == 0 || port.0 >= d.max_ports() {
             return Err(EvtchnError::InvalidPort(port));
         }
-        Ok(d.take_port(port.0))
+        Ok(d)
     }
 
     /// The waiter through which `dom`'s threads receive its events.

@@ -248,3 +248,137 @@ impl PortWaiter {
         }
     }
 }
+
+/// The first part of a poll spins without yielding.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
+/// One step of a driver thread's poll before it sleeps, which began
+/// `polled` ago: false once it has polled for `window`; otherwise a few
+/// microseconds of pure spinning, then a yield per step (the peer, or a
+/// thread that must wake it, may share this CPU and must not queue behind
+/// the poller; a yield is also a system call, on whose way back io_uring
+/// posts completions).
+#[inline]
+pub fn poll_step(polled: Duration, window: Duration) -> bool {
+    if polled >= window {
+        return false;
+    }
+    if polled < PURE_SPIN {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+    true
+}
+
+/// How long a driver thread polls before it sleeps, adapted like KVM's halt
+/// polling. A wait that, after the poll missed, still ended with what it
+/// waited for within `max` means a longer poll would have caught it without
+/// the thread wake-ups of an event (each a scheduler slice on a busy vCPU):
+/// the window doubles, up to `max`. Otherwise events come too rarely for
+/// polling to pay: the window halves, down to `base`.
+///
+/// A fixed window is bistable where wake-ups cost tens of µs (small or
+/// overcommitted VMs): once one side sleeps, the other's next message comes
+/// later than the window, so both sleep and every message pays the
+/// wake-ups.
+#[derive(Debug, Clone, Copy)]
+pub struct PollWindow {
+    window: Duration,
+    base: Duration,
+    max: Duration,
+}
+
+impl PollWindow {
+    /// A window starting at `base`, adapted between `base` and `max` (a
+    /// zero `base` never polls).
+    pub fn new(base: Duration, max: Duration) -> Self {
+        PollWindow {
+            window: base,
+            base,
+            max: max.max(base),
+        }
+    }
+
+    /// The current window.
+    #[inline]
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// [`poll_step`] with the current window.
+    #[inline]
+    pub fn step(&self, polled: Duration) -> bool {
+        poll_step(polled, self.window)
+    }
+
+    /// The thread polled for the whole window, slept, and woke `waited`
+    /// after it began to wait, with what it waited for
+    /// (`woke_with_work`) or not: adapt the window.
+    pub fn slept(&mut self, waited: Duration, woke_with_work: bool) {
+        self.window = if woke_with_work && waited <= self.max {
+            (self.window * 2).min(self.max)
+        } else {
+            (self.window / 2).max(self.base)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_window_grows_on_short_waits_and_shrinks_on_long_ones() {
+        const BASE: Duration = Duration::from_micros(50);
+        const MAX: Duration = Duration::from_micros(500);
+        let mut p = PollWindow::new(BASE, MAX);
+        assert_eq!(p.window(), BASE);
+        // Woken with work soon after going idle: poll longer next time.
+        p.slept(Duration::from_micros(80), true);
+        assert_eq!(p.window(), BASE * 2);
+        for _ in 0..10 {
+            p.slept(Duration::from_micros(300), true);
+        }
+        assert_eq!(p.window(), MAX);
+        // A timeout, or work long after: back towards the base.
+        p.slept(Duration::from_millis(20), false);
+        assert_eq!(p.window(), MAX / 2);
+        p.slept(Duration::from_millis(2), true);
+        assert_eq!(p.window(), MAX / 4);
+        for _ in 0..10 {
+            p.slept(Duration::from_millis(20), false);
+        }
+        assert_eq!(p.window(), BASE);
+        // Work, but long after the thread went idle, shrinks it too.
+        let mut q = PollWindow::new(BASE, MAX);
+        for _ in 0..10 {
+            q.slept(Duration::from_micros(300), true);
+        }
+        assert_eq!(q.window(), MAX);
+        for _ in 0..10 {
+            q.slept(Duration::from_millis(2), true);
+        }
+        assert_eq!(q.window(), BASE);
+        // A zero base never polls; a base over the maximum stays.
+        let mut z = PollWindow::new(Duration::ZERO, MAX);
+        z.slept(Duration::from_micros(10), true);
+        assert_eq!(z.window(), Duration::ZERO);
+        let mut b = PollWindow::new(MAX * 2, MAX);
+        b.slept(Duration::from_micros(10), true);
+        assert_eq!(b.window(), MAX * 2);
+    }
+
+    #[test]
+    fn poll_step_ends_with_the_window() {
+        assert!(!poll_step(
+            Duration::from_micros(50),
+            Duration::from_micros(50)
+        ));
+        assert!(poll_step(Duration::ZERO, Duration::from_micros(50)));
+        assert!(poll_step(
+            Duration::from_micros(20),
+            Duration::from_micros(50)
+        ));
+    }
+}

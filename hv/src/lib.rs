@@ -32,7 +32,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 pub use domain::{Domain, DomainConfig, DomainEvents, DomainStats};
-pub use events::PortWaiter;
+pub use events::{PollWindow, PortWaiter, poll_step};
 pub use grants::{CopyDst, CopyOp, CopySrc, Mapping, ReadOnlyMapping};
 pub use pages::MappedPages;
 pub use pvio_abi::grant::GntStatus;

@@ -34,7 +34,7 @@ use pvio_abi::netif::{
     XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
 };
 use pvio_abi::{DomId, Port as EvtPort};
-use pvio_hv::{CopyDst, CopyOp, CopySrc, Domain, GntStatus, MappedPages, PortWaiter};
+use pvio_hv::{CopyDst, CopyOp, CopySrc, Domain, GntStatus, MappedPages, PollWindow, PortWaiter};
 use pvio_ring::BackRing;
 
 use crate::credit::Credit;
@@ -47,10 +47,13 @@ pub(crate) type RxRing = BackRing<MappedPages, RxRequest, RxResponse>;
 
 /// Packets per round (bounded work per wakeup: R8).
 const BATCH: usize = 64;
-/// How long an idle thread polls before sleeping.
-const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
-/// Pure spinning of an idle poll before it yields between polls.
-const PURE_SPIN: Duration = Duration::from_micros(5);
+/// How long an idle TX or RX thread polls before it sleeps: a
+/// [`PollWindow`] between these. Without adapting, under a load that keeps
+/// both vCPUs busy, the RX thread and the frontend's reader fell into a
+/// ping-pong of sleeps and wake-ups and delivered a fifth of what they
+/// deliver polling.
+const POLL_BASE: Duration = Duration::from_micros(50);
+const POLL_MAX: Duration = Duration::from_micros(500);
 /// Packets up to this size share one buffer allocation per TX batch.
 const BUF_CHUNK: usize = 16 * 1024;
 /// Longest sleep (to notice `stop`).
@@ -374,7 +377,7 @@ impl TxWorker {
         let mut pending: VecDeque<TxPacket> = VecDeque::new();
         let mut reqs: Vec<TxRequest> = Vec::new();
         let mut idle_since: Option<Instant> = None;
-        let mut window = PollWindow::new();
+        let mut window = PollWindow::new(POLL_BASE, POLL_MAX);
         let mut credit_wait: Option<Duration> = None;
         while !self.shared.stop.load(Ordering::Acquire) && !self.shared.is_broken() {
             if self.waiter.try_take()
@@ -441,7 +444,7 @@ impl TxWorker {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if poll(since.elapsed(), window.window) {
+            if window.step(since.elapsed()) {
                 continue;
             }
             idle_since = None;
@@ -613,54 +616,6 @@ pub(crate) struct RxWorker {
     pub stall_timeout: Duration,
 }
 
-/// One step of an idle thread's poll before it sleeps: false once it has
-/// polled for `window` (`idle` is how long it has been idle). A few
-/// microseconds of pure spinning, then yielding between polls: the
-/// frontend or an event thread may share this CPU.
-fn poll(idle: Duration, window: Duration) -> bool {
-    if idle >= window {
-        return false;
-    }
-    if idle < PURE_SPIN {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
-    }
-    true
-}
-
-/// A TX or RX thread's poll before it sleeps, adapted like KVM's halt
-/// polling (and blkback's worker): a sleep that, after the poll, still ended with
-/// work sooner than [`PollWindow::MAX`] after the thread went idle means a
-/// longer poll would have saved the wake-ups (an event costs two thread
-/// hops, each a scheduler slice on a busy CPU): the window doubles;
-/// otherwise it halves, down to [`POLL_BEFORE_SLEEP`]. Without it, under a
-/// load that keeps both vCPUs busy, the RX thread and the frontend's reader
-/// fell into a ping-pong of sleeps and wake-ups and delivered a fifth of
-/// what they deliver polling.
-#[derive(Debug)]
-struct PollWindow {
-    window: Duration,
-}
-
-impl PollWindow {
-    const MAX: Duration = Duration::from_micros(500);
-
-    fn new() -> Self {
-        PollWindow {
-            window: POLL_BEFORE_SLEEP,
-        }
-    }
-
-    fn slept(&mut self, waited: Duration, woke_with_work: bool) {
-        self.window = if woke_with_work && waited <= Self::MAX {
-            (self.window * 2).min(Self::MAX)
-        } else {
-            (self.window / 2).max(POLL_BEFORE_SLEEP)
-        };
-    }
-}
-
 /// RX slots a packet needs: its data pages, plus the GSO extra.
 fn rx_slots(p: &Packet) -> u32 {
     (p.data.len().div_ceil(PAGE).max(1) + usize::from(p.gso.is_some())) as u32
@@ -689,7 +644,7 @@ impl RxWorker {
         }
         let mut stalled_since: Option<Instant> = None;
         let mut idle_since: Option<Instant> = None;
-        let mut window = PollWindow::new();
+        let mut window = PollWindow::new(POLL_BASE, POLL_MAX);
         let mut batch: Vec<Packet> = Vec::new();
         while !self.shared.stop.load(Ordering::Acquire) && !self.shared.is_broken() {
             if let Some(w) = &self.waiter {
@@ -748,7 +703,7 @@ impl RxWorker {
                     self.stall();
                     continue;
                 }
-                if poll(waited, window.window) {
+                if window.step(waited) {
                     // The frontend reposts as it reads: look again soon.
                     continue;
                 }
@@ -776,7 +731,7 @@ impl RxWorker {
             }
             stalled_since = None;
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if poll(since.elapsed(), window.window) {
+            if window.step(since.elapsed()) {
                 continue;
             }
             idle_since = None;
@@ -904,24 +859,6 @@ impl RxWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn poll_window_grows_on_short_waits_and_shrinks_on_long_ones() {
-        let mut w = PollWindow::new();
-        assert_eq!(w.window, POLL_BEFORE_SLEEP);
-        w.slept(Duration::from_micros(80), true);
-        assert_eq!(w.window, POLL_BEFORE_SLEEP * 2);
-        for _ in 0..10 {
-            w.slept(Duration::from_micros(300), true);
-        }
-        assert_eq!(w.window, PollWindow::MAX);
-        w.slept(Duration::from_millis(20), false);
-        assert_eq!(w.window, PollWindow::MAX / 2);
-        for _ in 0..10 {
-            w.slept(Duration::from_millis(2), true);
-        }
-        assert_eq!(w.window, POLL_BEFORE_SLEEP);
-    }
 
     /// A thread waiting for the frontend's buffers is not woken by packets
     /// (only by an event); one waiting for packets is woken by either; a

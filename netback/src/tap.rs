@@ -232,6 +232,29 @@ impl TapPort {
         self.tx_errors.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Writes encoded frames, through the ring if there is one (retired on
+    /// its own error, never seen: the frames are then lost), else one
+    /// `writev` each; returns how many failed.
+    fn write_frames(
+        &self,
+        ring: &mut Option<sys::TapRing>,
+        frames: Vec<([u8; VNET_HDR_LEN], Bytes)>,
+    ) -> usize {
+        let Some(r) = ring.as_mut() else {
+            return frames.iter().filter(|(h, d)| !self.write_one(h, d)).count();
+        };
+        let n = frames.len();
+        let failed = match r.write_batch(frames) {
+            Ok(bad) => bad,
+            Err(_) => {
+                *ring = None;
+                n
+            }
+        };
+        self.tx_error(failed);
+        failed
+    }
+
     /// Writes one encoded frame with `writev`.
     fn write_one(&self, h: &[u8], data: &[u8]) -> bool {
         let mut f = &*self.file;
@@ -258,42 +281,23 @@ impl Port for TapPort {
     /// Up to [`sys::TapRing::DEPTH`] frames per system call (io_uring);
     /// one `writev` each without it.
     fn transmit_batch(&self, pkts: &mut Vec<Packet>) -> usize {
-        let mut refused = 0;
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let mut frames = Vec::with_capacity(pkts.len().min(sys::TapRing::DEPTH));
-        let mut drained = pkts.drain(..).peekable();
-        while drained.peek().is_some() {
-            frames.clear();
-            for p in drained.by_ref() {
-                match encode(&p) {
-                    Some(f) => frames.push(f),
-                    None => {
-                        self.tx_error(1);
-                        refused += 1;
-                    }
-                }
-                if frames.len() == sys::TapRing::DEPTH {
-                    break;
-                }
-            }
-            let n = frames.len();
-            match ring.as_mut() {
-                Some(r) => match r.write_batch(std::mem::take(&mut frames)) {
-                    Ok(bad) => {
-                        self.tx_error(bad);
-                        refused += bad;
-                    }
-                    Err(_) => {
-                        // Never seen; the frames are lost, the ring retired.
-                        *ring = None;
-                        self.tx_error(n);
-                        refused += n;
-                    }
-                },
+        let mut refused = 0;
+        let mut frames = Vec::new();
+        for p in pkts.drain(..) {
+            match encode(&p) {
+                Some(f) => frames.push(f),
                 None => {
-                    refused += frames.iter().filter(|(h, d)| !self.write_one(h, d)).count();
+                    self.tx_error(1);
+                    refused += 1;
                 }
             }
+            if frames.len() == sys::TapRing::DEPTH {
+                refused += self.write_frames(&mut ring, std::mem::take(&mut frames));
+            }
+        }
+        if !frames.is_empty() {
+            refused += self.write_frames(&mut ring, frames);
         }
         refused
     }

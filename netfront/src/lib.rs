@@ -47,7 +47,7 @@ use pvio_abi::netif::{
 };
 use pvio_abi::xenbus::XenbusState;
 use pvio_abi::{DomId, PAGE_SIZE};
-use pvio_hv::Domain;
+use pvio_hv::{Domain, PollWindow, poll_step};
 use pvio_xenbus::XenbusError;
 use pvio_xenbus::device::{read_opt, read_state, read_u32_or, switch_state, wait_for_state};
 use pvio_xenbus::toolstack::DevicePaths;
@@ -298,8 +298,6 @@ pub struct Stats {
     pub backoffs: u64,
 }
 
-/// Pure spinning before a waiting caller yields between polls.
-const PURE_SPIN: Duration = Duration::from_micros(5);
 /// Longest poll of a waiting caller (see [`NetfrontConfig::spin`]).
 const MAX_SPIN: Duration = Duration::from_micros(500);
 /// How often a waiting frontend re-reads the backend's state.
@@ -328,8 +326,8 @@ pub struct Netfront {
     tx_blocked: bool,
     spurious: u32,
     backoff: Duration,
-    /// The current poll before sleeping (adapted; see `wait_once`).
-    spin_window: Duration,
+    /// The poll before sleeping (adapted; see `wait_once`).
+    poll: PollWindow,
     stats: Stats,
     waker: Waker,
 }
@@ -454,7 +452,7 @@ impl Netfront {
             tx_blocked: false,
             spurious: 0,
             backoff: BACKOFF_MIN,
-            spin_window: cfg.spin,
+            poll: PollWindow::new(cfg.spin, MAX_SPIN),
             stats: Stats::default(),
             waker: Waker::default(),
         };
@@ -822,24 +820,17 @@ impl Netfront {
         // thread sharing this CPU can run (a pure spin starves it: with two
         // vCPUs and netback's threads, spinning halved the throughput).
         let t0 = Instant::now();
+        let window = if adapt {
+            self.poll.window()
+        } else {
+            self.cfg.spin
+        };
         loop {
             if self.queues.iter_mut().any(Queue::has_responses) || self.waker.is_woken() {
                 return;
             }
-            let spun = t0.elapsed();
-            if spun
-                >= if adapt {
-                    self.spin_window
-                } else {
-                    self.cfg.spin
-                }
-            {
+            if !poll_step(t0.elapsed(), window) {
                 break;
-            }
-            if spun < PURE_SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
             }
         }
         let mut event = false;
@@ -868,16 +859,10 @@ impl Netfront {
         if !adapt {
             return;
         }
-        // Adapt the poll, like KVM's halt polling: responses that came soon
-        // after we slept mean a longer poll would have saved the two thread
-        // wake-ups of an event (the backend's send, then the dispatcher);
-        // otherwise poll less.
-        let soon = parked.elapsed() < MAX_SPIN;
-        self.spin_window = if soon && self.queues.iter_mut().any(Queue::has_responses) {
-            (self.spin_window * 2).clamp(self.cfg.spin, MAX_SPIN.max(self.cfg.spin))
-        } else {
-            (self.spin_window / 2).max(self.cfg.spin)
-        };
+        // Responses that came soon after we slept mean a longer poll would
+        // have saved the thread wake-ups of an event; otherwise poll less.
+        let work = self.queues.iter_mut().any(Queue::has_responses);
+        self.poll.slept(parked.elapsed(), work);
     }
 
     fn note_work(&mut self, event: bool, work: usize) {
