@@ -58,7 +58,7 @@ pub use switch::{Switch, SwitchPort, SwitchStats};
 pub use tap::{TapConfig, TapPort, open_raw_tap};
 pub use tx::{FATAL_TX_SLOTS, MAX_TX_SLOTS};
 
-use queue::{FrontFeatures, RxQueue, RxRing, RxWorker, Shared, TxRing, TxWorker};
+use queue::{FrontFeatures, RxFill, RxQueue, RxRing, RxWorker, Shared, TxRing, TxWorker};
 
 /// Largest frame netback passes (a 64 KiB GSO packet plus headers).
 pub const MAX_FRAME: usize = 65_535 + 14 + 4;
@@ -132,6 +132,9 @@ pub struct Stats {
     pub credit_waits: u64,
     /// Packets written to the guest.
     pub rx_packets: u64,
+    /// Of these, packets the delivering thread wrote itself (the backlog
+    /// was empty and the ring free), without handing them to the RX thread.
+    pub rx_direct: u64,
     /// Their bytes.
     pub rx_bytes: u64,
     /// Packets for the guest dropped (queue full, carrier off, unfit).
@@ -172,6 +175,7 @@ pub(crate) struct Counters {
     tx_port_dropped: AtomicU64,
     credit_waits: AtomicU64,
     rx_packets: AtomicU64,
+    rx_direct: AtomicU64,
     rx_bytes: AtomicU64,
     rx_dropped: AtomicU64,
     rx_filtered: AtomicU64,
@@ -203,6 +207,7 @@ impl Counters {
             tx_port_dropped: g(&self.tx_port_dropped),
             credit_waits: g(&self.credit_waits),
             rx_packets: g(&self.rx_packets),
+            rx_direct: g(&self.rx_direct),
             rx_bytes: g(&self.rx_bytes),
             rx_dropped: g(&self.rx_dropped),
             rx_filtered: g(&self.rx_filtered),
@@ -559,8 +564,20 @@ fn connect(
         });
     }
     let split_any = res.iter().any(|r| r.split);
+    let mut rx_queues = Vec::with_capacity(res.len());
+    let mut tx_side = Vec::with_capacity(res.len());
+    for r in res {
+        rx_queues.push(Arc::new(RxQueue::new(RxFill {
+            dom: dom.clone(),
+            fe,
+            ring: r.rx,
+            port: r.rx_port,
+            written: 0,
+        })));
+        tx_side.push((r.tx, r.tx_port, r.rx_port, r.split));
+    }
     let shared = Arc::new(Shared {
-        queues: (0..queues).map(|_| Arc::new(RxQueue::default())).collect(),
+        queues: rx_queues,
         rx_queue_len: cfg.rx_queue_len.max(1),
         rx_queue_bytes: cfg.rx_queue_bytes,
         fe: fe_feat,
@@ -580,11 +597,11 @@ fn connect(
     };
     let mut threads = Vec::new();
     let mut failure = None;
-    for (q, r) in res.into_iter().enumerate() {
+    for (q, (tx_ring, tx_port, rx_port, split)) in tx_side.into_iter().enumerate() {
         let rxq = shared.queues[q].clone();
-        let waiters = dom.port_waiter(r.tx_port).and_then(|w| {
-            if r.split {
-                dom.port_waiter(r.rx_port).map(|x| (w, Some(x)))
+        let waiters = dom.port_waiter(tx_port).and_then(|w| {
+            if split {
+                dom.port_waiter(rx_port).map(|x| (w, Some(x)))
             } else {
                 Ok((w, None))
             }
@@ -599,20 +616,16 @@ fn connect(
         let txw = TxWorker {
             dom: dom.clone(),
             fe,
-            ring: r.tx,
-            port: r.tx_port,
+            ring: tx_ring,
+            port: tx_port,
             waiter: tx_waiter,
-            forward: if r.split { None } else { Some(rxq.clone()) },
+            forward: if split { None } else { Some(rxq.clone()) },
             shared: shared.clone(),
             netport: port.clone(),
             credit: credit::Credit::new(rate),
             lim,
         };
         let rxw = RxWorker {
-            dom: dom.clone(),
-            fe,
-            ring: r.rx,
-            port: r.rx_port,
             q: rxq.clone(),
             waiter: rx_waiter,
             shared: shared.clone(),

@@ -6,7 +6,12 @@
 //! round) into `BytesMut` buffers, answers each consumed slot, publishes,
 //! and hands the packets to the port, within the credit of the `rate` key.
 //!
-//! RX thread: takes packets from its bounded queue, waits until the
+//! RX: whoever finds a queue's RX ring free writes into it
+//! ([`Shared::hand_over`]): a thread delivering packets (another vif's TX
+//! thread, the TAP reader) writes them straight into the frontend's posted
+//! buffers while nothing waits before them, with no hand-off to the RX
+//! thread. What does not fit, or finds the ring busy, goes to the bounded
+//! backlog. The RX thread drains what deliverers leave: it waits until the
 //! frontend has posted enough RX requests for the head packet, fills the
 //! slots with grant copies (one batch per round) and writes each response
 //! (or GSO extra) into the slot of the request it consumed (NB18). A head
@@ -16,14 +21,14 @@
 //!
 //! Events: with one event channel the TX thread owns the port and passes
 //! every event on to the RX thread ([`Kick::kick_event`]); with split
-//! channels the RX port's waiter unparks the RX thread itself. Packets
-//! arriving from the port kick the RX thread directly ([`Kick::kick`]),
-//! but not while it waits for the frontend's buffers: those kicks would
-//! only wake it to find the ring still empty.
+//! channels the RX port's waiter unparks the RX thread itself. Deliverers
+//! kick the RX thread ([`Kick::kick`]) only for what they leave in the
+//! backlog, and not while it waits for the frontend's buffers: those kicks
+//! would only wake it to find the ring still empty.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -153,11 +158,48 @@ impl Kick {
     }
 }
 
-/// One queue's RX backlog.
-#[derive(Debug, Default)]
+/// One queue's RX side: the backlog, the RX ring, and the RX thread's kick.
+#[derive(Debug)]
 pub(crate) struct RxQueue {
     pkts: Mutex<Backlog>,
+    /// The RX ring and what filling it takes. Whoever holds it fills: the
+    /// RX thread, or a thread delivering packets ([`Shared::hand_over`]).
+    /// Both take packets from the backlog, or check that it is empty,
+    /// under it, so a queue's packets reach the ring in order. Lock order:
+    /// this, then `pkts`. `None` once the RX thread has ended (the ring is
+    /// unmapped with it).
+    ring: Mutex<Option<RxFill>>,
     pub(crate) kick: Kick,
+}
+
+impl RxQueue {
+    pub(crate) fn new(fill: RxFill) -> Self {
+        RxQueue {
+            pkts: Mutex::default(),
+            ring: Mutex::new(Some(fill)),
+            kick: Kick::default(),
+        }
+    }
+}
+
+/// What filling a queue's RX ring takes.
+pub(crate) struct RxFill {
+    pub dom: Domain,
+    pub fe: DomId,
+    pub ring: RxRing,
+    pub port: EvtPort,
+    /// Packets written to the ring so far (by any thread).
+    pub written: u64,
+}
+
+impl std::fmt::Debug for RxFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RxFill")
+            .field("fe", &self.fe)
+            .field("port", &self.port)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Packets waiting for the RX thread, and the bytes of frame they hold
@@ -315,6 +357,130 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Hands packets for queue `qi` on, in order. Whoever finds the ring
+    /// free fills it (the RX thread is neither woken nor switched to):
+    /// straight from `pkts` while nothing waits in the backlog before them,
+    /// then from the backlog, which includes what other threads queued
+    /// while this one held the ring, up to [`BATCH`] of theirs. A thread
+    /// that finds the ring taken queues its packets and leaves them to the
+    /// holder, who looks at the backlog again after letting go (the backlog
+    /// lock orders the two). The RX thread is kicked only for what no
+    /// deliverer writes: a head packet waiting for buffers, or a backlog
+    /// longer than the budget. Returns how many were dropped.
+    ///
+    /// A deliverer never waits for the ring, and a hostile frontend's ring
+    /// costs its own vif only (a fault disables it; the work is bounded by
+    /// the ring's size and the budget).
+    fn hand_over(&self, qi: usize, mut pkts: Vec<Packet>) -> usize {
+        let q = &self.queues[qi];
+        let st = &self.stats;
+        let mut dropped = 0;
+        let mut budget = BATCH;
+        loop {
+            let mut g = match q.ring.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    if !pkts.is_empty() {
+                        dropped += self.enqueue(qi, std::mem::take(&mut pkts));
+                    }
+                    return dropped;
+                }
+            };
+            let Some(f) = g.as_mut() else {
+                // The RX thread has ended: the vif is going.
+                st.add(&st.rx_dropped, pkts.len() as u64);
+                return dropped + pkts.len();
+            };
+            if !pkts.is_empty() {
+                if lock(&q.pkts).pkts.is_empty() {
+                    match f.fitting(&pkts) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            f.fill(self, &pkts[..n]);
+                            pkts.drain(..n);
+                            st.add(&st.rx_direct, n as u64);
+                        }
+                        Err(e) => self.disable(format!("RX ring: {e}")),
+                    }
+                }
+                if !self.accepting() {
+                    // Disabled by the fill, or meanwhile.
+                    st.add(&st.rx_dropped, pkts.len() as u64);
+                    return dropped + pkts.len();
+                }
+                if !pkts.is_empty() {
+                    dropped += self.enqueue(qi, std::mem::take(&mut pkts));
+                }
+            }
+            let found = if budget > 0 {
+                self.fill_from_backlog(q, f, budget)
+            } else {
+                Backlogged::Over
+            };
+            drop(g);
+            match found {
+                Backlogged::Filled(n) => {
+                    st.add(&st.rx_direct, n as u64);
+                    budget = budget.saturating_sub(n);
+                }
+                Backlogged::Empty => {}
+                Backlogged::Short { .. } | Backlogged::Over => {
+                    q.kick.kick();
+                    return dropped;
+                }
+                Backlogged::Broken => return dropped,
+            }
+            // Packets queued while the ring was held are this thread's to
+            // write (their deliverers found it taken).
+            if lock(&q.pkts).pkts.is_empty() {
+                return dropped;
+            }
+        }
+    }
+
+    /// Writes packets from queue `q`'s backlog into its ring `f` (held by
+    /// the caller): those that fit in the posted buffers, at most `max`.
+    fn fill_from_backlog(&self, q: &RxQueue, f: &mut RxFill, max: usize) -> Backlogged {
+        let avail = match f.ring.unconsumed_requests() {
+            Ok(n) => n,
+            Err(e) => {
+                self.disable(format!("RX ring: {e}"));
+                return Backlogged::Broken;
+            }
+        };
+        let mut batch = Vec::new();
+        let mut short = None;
+        {
+            let mut b = lock(&q.pkts);
+            let mut used = 0;
+            while batch.len() < max {
+                let Some(p) = b.pkts.front() else { break };
+                let n = rx_slots(p);
+                if used + n > avail {
+                    short = Some(used + n - avail);
+                    break;
+                }
+                used += n;
+                batch.extend(b.pop());
+            }
+        }
+        if !batch.is_empty() {
+            f.fill(self, &batch);
+            return Backlogged::Filled(batch.len());
+        }
+        match short {
+            Some(more) => Backlogged::Short {
+                avail,
+                more,
+                written: f.written,
+            },
+            None => Backlogged::Empty,
+        }
+    }
+}
+
 impl PacketSink for Shared {
     fn deliver(&self, pkt: Packet) -> bool {
         if !self.accepting() {
@@ -324,12 +490,11 @@ impl PacketSink for Shared {
         let Some((qi, pkts)) = self.admit(pkt) else {
             return false;
         };
-        let dropped = self.enqueue(qi, pkts);
-        self.queues[qi].kick.kick();
-        dropped == 0
+        self.hand_over(qi, pkts.into_iter().collect()) == 0
     }
 
-    /// One lock and one wake-up per queue for the whole batch.
+    /// One hand-over (one ring hold, at most one wake-up) per queue for
+    /// the whole batch.
     fn deliver_batch(&self, pkts: &mut Vec<Packet>) -> usize {
         if !self.accepting() {
             let n = pkts.len();
@@ -338,20 +503,17 @@ impl PacketSink for Shared {
             return n;
         }
         let mut dropped = 0;
-        let mut staged: Vec<(usize, Packet)> = Vec::with_capacity(pkts.len());
+        let mut per_queue: Vec<Vec<Packet>> = vec![Vec::new(); self.queues.len()];
         for p in pkts.drain(..) {
             match self.admit(p) {
-                Some((qi, a)) => staged.extend(a.into_iter().map(|p| (qi, p))),
+                Some((qi, a)) => per_queue[qi].extend(a),
                 None => dropped += 1,
             }
         }
-        // Stable: each queue keeps the packets' order.
-        staged.sort_by_key(|(q, _)| *q);
-        let mut it = staged.into_iter().peekable();
-        while let Some(&(qi, _)) = it.peek() {
-            let run = std::iter::from_fn(|| it.next_if(|(q, _)| *q == qi).map(|(_, p)| p));
-            dropped += self.enqueue(qi, run);
-            self.queues[qi].kick.kick();
+        for (qi, run) in per_queue.into_iter().enumerate() {
+            if !run.is_empty() {
+                dropped += self.hand_over(qi, run);
+            }
         }
         dropped
     }
@@ -604,10 +766,6 @@ impl TxWorker {
 
 /// Parameters of an RX thread.
 pub(crate) struct RxWorker {
-    pub dom: Domain,
-    pub fe: DomId,
-    pub ring: RxRing,
-    pub port: EvtPort,
     pub q: Arc<RxQueue>,
     /// With split event channels: the RX port's waiter (its events unpark
     /// this thread directly).
@@ -621,6 +779,21 @@ fn rx_slots(p: &Packet) -> u32 {
     (p.data.len().div_ceil(PAGE).max(1) + usize::from(p.gso.is_some())) as u32
 }
 
+/// What a look at a queue's backlog found.
+enum Backlogged {
+    /// Nothing queued.
+    Empty,
+    /// This many packets were written to the ring.
+    Filled(usize),
+    /// The head packet needs `more` slots than the `avail` posted; the
+    /// ring's [`RxFill::written`] count then.
+    Short { avail: u32, more: u32, written: u64 },
+    /// Packets are queued, but the caller's budget is spent.
+    Over,
+    /// The ring is broken (the vif is disabled), or gone.
+    Broken,
+}
+
 impl RxWorker {
     /// Slots the largest packet can need (the carrier comes back once the
     /// frontend posts that many).
@@ -632,7 +805,18 @@ impl RxWorker {
         }
     }
 
-    pub(crate) fn run(mut self) {
+    /// Runs `f` on the ring (`None` once it is gone).
+    fn with_ring<T>(&self, f: impl FnOnce(&mut RxFill) -> T) -> Option<T> {
+        lock(&self.q.ring).as_mut().map(f)
+    }
+
+    pub(crate) fn run(self) {
+        self.serve();
+        // Unmap the ring now, not when the last holder of the vif goes.
+        *lock(&self.q.ring) = None;
+    }
+
+    fn serve(&self) {
         let sleep = if self.shared.fe.rx_notify {
             MAX_SLEEP
         } else {
@@ -642,107 +826,119 @@ impl RxWorker {
         if let Some(w) = &self.waiter {
             w.register();
         }
-        let mut stalled_since: Option<Instant> = None;
+        // Since when the head packet waits for buffers, and the ring's
+        // written count then (a deliverer's progress restarts the clock).
+        let mut stalled_since: Option<(Instant, u64)> = None;
         let mut idle_since: Option<Instant> = None;
         let mut window = PollWindow::new(POLL_BASE, POLL_MAX);
-        let mut batch: Vec<Packet> = Vec::new();
         while !self.shared.stop.load(Ordering::Acquire) && !self.shared.is_broken() {
             if let Some(w) = &self.waiter {
                 // Consumed here; what the event announced is on the ring.
                 let _ = w.try_take();
             }
-            let avail = match self.ring.unconsumed_requests() {
-                Ok(n) => n,
-                Err(e) => {
+            if !self.shared.carrier.load(Ordering::Acquire) {
+                // Stalled: back up once the frontend can take any packet.
+                let need = self.max_slots();
+                let up = self.with_ring(|f| {
+                    let need = need.min(f.ring.nr_ents());
+                    match f.ring.unconsumed_requests() {
+                        Ok(avail) if avail >= need => Ok(true),
+                        Ok(_) => f.ring.final_check_for_requests_at_least(need),
+                        Err(e) => Err(e),
+                    }
+                });
+                match up {
+                    Some(Ok(true)) => {
+                        self.shared.set_carrier(true);
+                        stalled_since = None;
+                    }
+                    Some(Ok(false)) => self.q.kick.wait_event(sleep),
+                    Some(Err(e)) => self.shared.disable(format!("RX ring: {e}")),
+                    None => break,
+                }
+                continue;
+            }
+            let (avail, more, written) = match self.drain_backlog() {
+                Backlogged::Filled(_) => {
+                    stalled_since = None;
+                    idle_since = None;
+                    continue;
+                }
+                Backlogged::Broken => break,
+                Backlogged::Short {
+                    avail,
+                    more,
+                    written,
+                } => (avail, more, written),
+                Backlogged::Empty | Backlogged::Over => {
+                    stalled_since = None;
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if window.step(since.elapsed()) {
+                        continue;
+                    }
+                    idle_since = None;
+                    self.q.kick.wait(sleep);
+                    window.slept(since.elapsed(), !lock(&self.q.pkts).pkts.is_empty());
+                    continue;
+                }
+            };
+            // NB13/NB14: the head packet waits for buffers.
+            idle_since = None;
+            let since = match stalled_since {
+                Some((t, w)) if w == written => t,
+                _ => stalled_since.insert((Instant::now(), written)).0,
+            };
+            let waited = since.elapsed();
+            if waited >= self.stall_timeout {
+                self.stall();
+                continue;
+            }
+            if window.step(waited) {
+                // The frontend reposts as it reads: look again soon.
+                continue;
+            }
+            // Woken when the frontend publishes the last buffer the head
+            // packet needs (the ones already posted are no reason to look
+            // again: that would spin).
+            match self.with_ring(|f| f.ring.final_check_for_requests_at_least(avail + more)) {
+                Some(Ok(true)) => continue,
+                Some(Ok(false)) => {}
+                Some(Err(e)) => {
                     self.shared.disable(format!("RX ring: {e}"));
                     break;
                 }
-            };
-            if !self.shared.carrier.load(Ordering::Acquire) {
-                // Stalled: back up once the frontend can take any packet.
-                if avail >= self.max_slots().min(self.ring.nr_ents()) {
-                    self.shared.set_carrier(true);
-                    stalled_since = None;
-                    continue;
-                }
-                let _ = self
-                    .ring
-                    .final_check_for_requests_at_least(self.max_slots().min(self.ring.nr_ents()));
-                self.q.kick.wait_event(sleep);
-                continue;
+                None => break,
             }
-            // Packets that fit in the posted buffers.
-            batch.clear();
-            let mut need_more = None;
-            {
-                let mut g = lock(&self.q.pkts);
-                let mut used = 0;
-                while batch.len() < BATCH {
-                    let Some(p) = g.pkts.front() else { break };
-                    let n = rx_slots(p);
-                    if used + n > avail {
-                        need_more = Some(used + n - avail);
-                        break;
-                    }
-                    used += n;
-                    batch.extend(g.pop());
-                }
-            }
-            if !batch.is_empty() {
-                stalled_since = None;
-                idle_since = None;
-                self.fill(&batch);
-                continue;
-            }
-            if let Some(n) = need_more {
-                // NB13/NB14: the head packet waits for buffers.
-                idle_since = None;
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                let waited = since.elapsed();
-                if waited >= self.stall_timeout {
-                    self.stall();
-                    continue;
-                }
-                if window.step(waited) {
-                    // The frontend reposts as it reads: look again soon.
-                    continue;
-                }
-                // Woken when the frontend publishes the last buffer the
-                // head packet needs (the ones already posted are no reason
-                // to look again: that would spin).
-                match self.ring.final_check_for_requests_at_least(avail + n) {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => {
-                        self.shared.disable(format!("RX ring: {e}"));
-                        break;
-                    }
-                }
-                let left = self.stall_timeout.saturating_sub(since.elapsed());
-                self.q
-                    .kick
-                    .wait_event(sleep.min(left).max(Duration::from_micros(100)));
-                let posted = self
-                    .ring
-                    .unconsumed_requests()
-                    .is_ok_and(|a| a >= avail + n);
-                window.slept(since.elapsed(), posted);
-                continue;
-            }
-            stalled_since = None;
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if window.step(since.elapsed()) {
-                continue;
-            }
-            idle_since = None;
-            self.q.kick.wait(sleep);
-            window.slept(since.elapsed(), !lock(&self.q.pkts).pkts.is_empty());
+            let left = self.stall_timeout.saturating_sub(since.elapsed());
+            self.q
+                .kick
+                .wait_event(sleep.min(left).max(Duration::from_micros(100)));
+            let posted = self
+                .with_ring(|f| {
+                    f.ring
+                        .unconsumed_requests()
+                        .is_ok_and(|a| a >= avail + more)
+                })
+                .unwrap_or(false);
+            window.slept(since.elapsed(), posted);
+        }
+    }
+
+    /// Fills the ring from the backlog, at most a batch.
+    fn drain_backlog(&self) -> Backlogged {
+        if lock(&self.q.pkts).pkts.is_empty() {
+            return Backlogged::Empty; // without taking the ring from a deliverer
+        }
+        let mut g = lock(&self.q.ring);
+        match g.as_mut() {
+            Some(f) => self.shared.fill_from_backlog(&self.q, f, BATCH),
+            None => Backlogged::Broken,
         }
     }
 
     /// Carrier off: drop the backlog; new packets are dropped until the
     /// frontend posts buffers again.
-    fn stall(&mut self) {
+    fn stall(&self) {
         let st = &self.shared.stats;
         st.add(&st.rx_stalls, 1);
         self.shared.set_carrier(false);
@@ -751,11 +947,26 @@ impl RxWorker {
             st.add(&st.rx_dropped, n as u64);
         }
     }
+}
+
+impl RxFill {
+    /// How many of `pkts`, from the first, fit in the posted buffers.
+    fn fitting(&mut self, pkts: &[Packet]) -> Result<usize, pvio_ring::RingError> {
+        let avail = self.ring.unconsumed_requests()?;
+        let mut used = 0;
+        Ok(pkts
+            .iter()
+            .take_while(|p| {
+                used += rx_slots(p);
+                used <= avail
+            })
+            .count())
+    }
 
     /// Writes `batch` into the posted buffers: one grant-copy batch, then
     /// every response in its request's slot.
-    fn fill(&mut self, batch: &[Packet]) {
-        let st = self.shared.stats.clone();
+    fn fill(&mut self, shared: &Shared, batch: &[Packet]) {
+        let st = &shared.stats;
         let mut rsps: Vec<RxResponse> = Vec::new();
         // (index in rsps, op) pairs.
         let mut copy_of: Vec<usize> = Vec::new();
@@ -768,12 +979,11 @@ impl RxWorker {
                 match self.ring.drain_requests(n, |r| reqs.push(r)) {
                     Ok(k) if k == n => {}
                     Ok(_) => {
-                        self.shared
-                            .disable("RX requests vanished after they were counted".into());
+                        shared.disable("RX requests vanished after they were counted".into());
                         return;
                     }
                     Err(e) => {
-                        self.shared.disable(format!("RX ring: {e}"));
+                        shared.disable(format!("RX ring: {e}"));
                         return;
                     }
                 }
@@ -828,10 +1038,12 @@ impl RxWorker {
                         rsps.push(bytemuck::cast(e));
                     }
                 }
-                st.add(&st.rx_packets, 1);
-                st.add(&st.rx_bytes, p.data.len() as u64);
             }
             self.dom.grant_copy(&mut ops);
+            let bytes: usize = batch.iter().map(|p| p.data.len()).sum();
+            st.add(&st.rx_packets, batch.len() as u64);
+            st.add(&st.rx_bytes, bytes as u64);
+            self.written += batch.len() as u64;
             ops.iter().map(|o| o.status).collect()
         };
         for (at, s) in copy_of.iter().zip(&statuses) {
@@ -842,7 +1054,7 @@ impl RxWorker {
         }
         for r in &rsps {
             if let Err(e) = self.ring.push_response(r) {
-                self.shared.disable(format!("RX ring: {e}"));
+                shared.disable(format!("RX ring: {e}"));
                 return;
             }
         }
@@ -851,7 +1063,7 @@ impl RxWorker {
                 let _ = self.dom.events().send(self.port);
             }
             Ok(_) => {}
-            Err(e) => self.shared.disable(format!("RX ring: {e}")),
+            Err(e) => shared.disable(format!("RX ring: {e}")),
         }
     }
 }
