@@ -54,7 +54,7 @@
 //!
 //! For profiling, `PVIO_NET_PROFILE=<64|1500|gso|tap64|tap1500>[,q2]` runs one
 //! fixed workload of about a second (no criterion) and exits, e.g. under
-//! `valgrind --tool=callgrind`.
+//! `valgrind --tool=callgrind`; `PVIO_NET_FRAMES=<n>` changes its frame count.
 
 use std::fs::File;
 use std::io::Write;
@@ -1095,6 +1095,12 @@ fn profile(spec: &str) {
             "1500" => (Size::Mtu, 200_000),
             _ => (Size::Gso, 5_000),
         };
+        // PVIO_NET_FRAMES: another count (longer runs average over where
+        // the scheduler puts the threads).
+        let n = std::env::var("PVIO_NET_FRAMES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n);
         let mut p = SwitchPair::new(if q2 { 2 } else { 1 });
         let cpu0 = cpu_time();
         let offer = if std::env::var_os("PVIO_NET_BLAST").is_some() {

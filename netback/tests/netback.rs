@@ -588,10 +588,10 @@ fn nb13_rx_backlog_capped_by_bytes() {
     assert_eq!(got.data, frame(db.mac, da.mac, 9000, 0));
 }
 
-/// Packets for a vif go straight into its posted buffers from the
+/// Small packets for a vif go straight into its posted buffers from the
 /// delivering thread while nothing is queued before them (no RX thread
 /// hand-off); once some wait for buffers, later ones queue behind them, and
-/// every packet arrives in the order sent.
+/// every packet arrives in the order sent. Large ones go to the RX thread.
 #[test]
 fn rx_direct_fill_and_backlog_keep_order() {
     let (_w, sw, (_na, da, mut fa), (nb, db, mut fb)) = pair(
@@ -637,7 +637,17 @@ fn rx_direct_fill_and_backlog_keep_order() {
     for i in 12..16 {
         assert_eq!(db.recv(&mut fb).data, f(i), "frame {i}");
     }
-    assert_eq!(nb.stats().rx_dropped, 0);
+    // A large frame is left to the RX thread (its copy runs beside the
+    // sender's next one).
+    let big = frame(db.mac, da.mac, 3000, 16);
+    assert_eq!(
+        da.send_wait(&mut fa, 0, &big, 4096, 0, &[]),
+        [NETIF_RSP_OKAY]
+    );
+    assert_eq!(db.recv(&mut fb).data, big);
+    let st = nb.stats();
+    assert_eq!((st.rx_direct, st.rx_packets), (direct + 4, 17), "{st:?}");
+    assert_eq!(st.rx_dropped, 0);
 }
 
 /// Three vifs' TX threads deliver to one RX queue at once, with few
