@@ -370,8 +370,10 @@ impl Shared {
     /// nothing waits in the backlog before them, then from the backlog,
     /// which includes what other threads queued while this one held the
     /// ring, up to [`BATCH`] of theirs. A thread that finds the ring taken
-    /// queues its packets and leaves them to the holder, who looks at the
-    /// backlog again after letting go (the backlog lock orders the two).
+    /// queues its packets, tries once more, and else leaves them to the
+    /// holder: every holder (the RX thread too) looks at the backlog again
+    /// after letting go, before it returns or sleeps, and the backlog lock
+    /// orders that look after the queueing.
     /// The RX thread is kicked for what deliverers leave: a large packet, a
     /// head packet waiting for buffers, or a backlog longer than the
     /// budget. Returns how many were dropped.
@@ -388,12 +390,14 @@ impl Shared {
             let mut g = match q.ring.try_lock() {
                 Ok(g) => g,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    if !pkts.is_empty() {
-                        dropped += self.enqueue(qi, std::mem::take(&mut pkts));
-                    }
-                    return dropped;
+                Err(TryLockError::WouldBlock) if !pkts.is_empty() => {
+                    // Queue them, then look again: whoever holds the ring
+                    // at that second look lets go after the packets were
+                    // queued, and looks at the backlog after letting go.
+                    dropped += self.enqueue(qi, std::mem::take(&mut pkts));
+                    continue;
                 }
+                Err(TryLockError::WouldBlock) => return dropped,
             };
             let Some(f) = g.as_mut() else {
                 // The RX thread has ended: the vif is going.
@@ -898,6 +902,12 @@ impl RxWorker {
                     stalled_since = None;
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if window.step(since.elapsed()) {
+                        continue;
+                    }
+                    // A deliverer that found the ring held by this thread
+                    // left its packets to it without a kick: look once more
+                    // now that it is let go.
+                    if !lock(&self.q.pkts).pkts.is_empty() {
                         continue;
                     }
                     idle_since = None;
