@@ -32,6 +32,7 @@
 #![deny(unsafe_code)]
 
 mod credit;
+mod handover;
 mod packet;
 mod queue;
 mod switch;

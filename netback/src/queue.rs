@@ -7,7 +7,9 @@
 //! and hands the packets to the port, within the credit of the `rate` key.
 //!
 //! RX: whoever finds a queue's RX ring free writes into it
-//! ([`Shared::hand_over`]): a thread delivering packets (another vif's TX
+//! ([`Shared::hand_over`], under the locking protocol of
+//! [`crate::handover`], which a loom model checks): a thread delivering
+//! packets (another vif's TX
 //! thread, the TAP reader) writes them straight into the frontend's posted
 //! buffers while nothing waits before them, with no hand-off to the RX
 //! thread. What does not fit, or finds the ring busy, goes to the bounded
@@ -26,9 +28,10 @@
 //! backlog, and not while it waits for the frontend's buffers: those kicks
 //! would only wake it to find the ring still empty.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,7 @@ use pvio_hv::{CopyDst, CopyOp, CopySrc, Domain, GntStatus, MappedPages, PollWind
 use pvio_ring::BackRing;
 
 use crate::credit::Credit;
+use crate::handover::{BacklogLock, Handover, Next, Queue, lock_backlog};
 use crate::packet::{self, GsoKind, Offloads, Packet, PacketSink, Port};
 use crate::tx::{self, Kind, TxLimits, TxPacket};
 use crate::{Counters, MAX_FRAME};
@@ -167,25 +171,20 @@ impl Kick {
     }
 }
 
-/// One queue's RX side: the backlog, the RX ring, and the RX thread's kick.
+/// One queue's RX side: the RX ring and the backlog under the hand-over
+/// protocol ([`crate::handover`]: whoever finds the ring free writes; the RX
+/// thread or a thread delivering packets, [`Shared::hand_over`]), and the
+/// RX thread's kick.
 #[derive(Debug)]
 pub(crate) struct RxQueue {
-    pkts: Mutex<Backlog>,
-    /// The RX ring and what filling it takes. Whoever holds it fills: the
-    /// RX thread, or a thread delivering packets ([`Shared::hand_over`]).
-    /// Both take packets from the backlog, or check that it is empty,
-    /// under it, so a queue's packets reach the ring in order. Lock order:
-    /// this, then `pkts`. `None` once the RX thread has ended (the ring is
-    /// unmapped with it).
-    ring: Mutex<Option<RxFill>>,
+    rx: Handover<RxFill, Backlog>,
     pub(crate) kick: Kick,
 }
 
 impl RxQueue {
     pub(crate) fn new(fill: RxFill) -> Self {
         RxQueue {
-            pkts: Mutex::default(),
-            ring: Mutex::new(Some(fill)),
+            rx: Handover::new(fill, Backlog::default()),
             kick: Kick::default(),
         }
     }
@@ -217,6 +216,12 @@ impl std::fmt::Debug for RxFill {
 struct Backlog {
     pkts: VecDeque<Packet>,
     bytes: usize,
+}
+
+impl Queue for Backlog {
+    fn is_empty(&self) -> bool {
+        self.pkts.is_empty()
+    }
 }
 
 impl Backlog {
@@ -282,7 +287,7 @@ impl Shared {
         }
         drop(link);
         for q in &self.queues {
-            let n = lock(&q.pkts).clear();
+            let n = q.rx.backlog().clear();
             self.stats.add(&self.stats.rx_dropped, n as u64);
             q.kick.kick_event();
         }
@@ -344,21 +349,19 @@ impl Shared {
         Some((qi, pkts))
     }
 
-    /// Appends packets to queue `qi`'s backlog (dropping, and counting,
-    /// what does not fit); returns how many were dropped. Wakes nobody.
-    fn enqueue(&self, qi: usize, pkts: impl IntoIterator<Item = Packet>) -> usize {
+    /// Appends packets to a backlog (dropping, and counting, what does
+    /// not fit); returns how many were dropped. Wakes nobody.
+    fn enqueue(&self, b: &mut Backlog, pkts: impl IntoIterator<Item = Packet>) -> usize {
         let mut dropped = 0;
-        let mut g = lock(&self.queues[qi].pkts);
         for p in pkts {
-            if g.pkts.len() >= self.rx_queue_len
-                || g.bytes + p.data.len() > self.rx_queue_bytes.max(p.data.len())
+            if b.pkts.len() >= self.rx_queue_len
+                || b.bytes + p.data.len() > self.rx_queue_bytes.max(p.data.len())
             {
                 dropped += 1;
             } else {
-                g.push(p);
+                b.push(p);
             }
         }
-        drop(g);
         if dropped > 0 {
             self.stats.add(&self.stats.rx_dropped, dropped as u64);
         }
@@ -367,100 +370,87 @@ impl Shared {
 }
 
 impl Shared {
-    /// Hands packets for queue `qi` on, in order. Whoever finds the ring
-    /// free fills it with small packets (up to [`DIRECT_MAX`]; the RX
-    /// thread is neither woken nor switched to): straight from `pkts` while
-    /// nothing waits in the backlog before them, then from the backlog,
-    /// which includes what other threads queued while this one held the
-    /// ring, up to [`BATCH`] of theirs. A thread that finds the ring taken
-    /// queues its packets, tries once more, and else leaves them to the
-    /// holder: every holder (the RX thread too) looks at the backlog again
-    /// after letting go, before it returns or sleeps, and the backlog lock
-    /// orders that look after the queueing.
-    /// The RX thread is kicked for what deliverers leave: a large packet, a
-    /// head packet waiting for buffers, or a backlog longer than the
-    /// budget. Returns how many were dropped.
+    /// Hands packets for queue `qi` on, in order, under the hand-over
+    /// protocol ([`crate::handover`]). Holding the ring, a deliverer writes
+    /// small packets (up to [`DIRECT_MAX`]; the RX thread is neither woken
+    /// nor switched to): its own straight away while nothing waits in the
+    /// backlog before them, then from the backlog, which includes what other
+    /// threads queued while it held the ring, up to [`BATCH`] of theirs. The
+    /// RX thread is kicked for what deliverers leave: a large packet, a head
+    /// packet waiting for buffers, or a backlog longer than the budget.
+    /// Returns how many were dropped.
     ///
     /// A deliverer never waits for the ring, and a hostile frontend's ring
     /// costs its own vif only (a fault disables it; the work is bounded by
     /// the ring's size and the budget).
-    fn hand_over(&self, qi: usize, mut pkts: Vec<Packet>) -> usize {
+    fn hand_over(&self, qi: usize, pkts: Vec<Packet>) -> usize {
         let q = &self.queues[qi];
         let st = &self.stats;
-        let mut dropped = 0;
+        let dropped = Cell::new(0);
         let mut budget = BATCH;
-        loop {
-            let mut g = match q.ring.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) if !pkts.is_empty() => {
-                    // Queue them, then look again: whoever holds the ring
-                    // at that second look lets go after the packets were
-                    // queued, and looks at the backlog after letting go.
-                    dropped += self.enqueue(qi, std::mem::take(&mut pkts));
-                    continue;
-                }
-                Err(TryLockError::WouldBlock) => return dropped,
-            };
-            let Some(f) = g.as_mut() else {
-                // The RX thread has ended: the vif is going.
-                st.add(&st.rx_dropped, pkts.len() as u64);
-                return dropped + pkts.len();
-            };
-            if !pkts.is_empty() {
-                if lock(&q.pkts).pkts.is_empty() {
-                    match f.fitting(&pkts, DIRECT_MAX) {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            f.fill(self, &pkts[..n]);
-                            pkts.drain(..n);
-                            st.add(&st.rx_direct, n as u64);
+        let kick = q.rx.deliver(
+            pkts,
+            |b, pkts| dropped.set(dropped.get() + self.enqueue(b, pkts)),
+            |ring, backlog, own| {
+                let Some(f) = ring else {
+                    // The RX thread has ended: the vif is going.
+                    st.add(&st.rx_dropped, own.len() as u64);
+                    dropped.set(dropped.get() + own.len());
+                    own.clear();
+                    return Next::Stop;
+                };
+                if !own.is_empty() {
+                    if lock_backlog(backlog).is_empty() {
+                        match f.fitting(own, DIRECT_MAX) {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                f.fill(self, &own[..n]);
+                                own.drain(..n);
+                                st.add(&st.rx_direct, n as u64);
+                            }
+                            Err(e) => self.disable(format!("RX ring: {e}")),
                         }
-                        Err(e) => self.disable(format!("RX ring: {e}")),
+                    }
+                    if !self.accepting() {
+                        // Disabled by the fill, or meanwhile.
+                        st.add(&st.rx_dropped, own.len() as u64);
+                        dropped.set(dropped.get() + own.len());
+                        own.clear();
+                        return Next::Stop;
+                    }
+                    if !own.is_empty() {
+                        let n = self.enqueue(&mut lock_backlog(backlog), own.drain(..));
+                        dropped.set(dropped.get() + n);
                     }
                 }
-                if !self.accepting() {
-                    // Disabled by the fill, or meanwhile.
-                    st.add(&st.rx_dropped, pkts.len() as u64);
-                    return dropped + pkts.len();
+                if budget == 0 {
+                    return Next::Kick;
                 }
-                if !pkts.is_empty() {
-                    dropped += self.enqueue(qi, std::mem::take(&mut pkts));
+                match self.fill_from_backlog(backlog, f, budget, DIRECT_MAX) {
+                    Backlogged::Filled(n) => {
+                        st.add(&st.rx_direct, n as u64);
+                        budget = budget.saturating_sub(n);
+                        Next::Look
+                    }
+                    Backlogged::Empty => Next::Look,
+                    Backlogged::Short { .. } | Backlogged::Over => Next::Kick,
+                    Backlogged::Broken => Next::Stop,
                 }
-            }
-            let found = if budget > 0 {
-                self.fill_from_backlog(q, f, budget, DIRECT_MAX)
-            } else {
-                Backlogged::Over
-            };
-            drop(g);
-            match found {
-                Backlogged::Filled(n) => {
-                    st.add(&st.rx_direct, n as u64);
-                    budget = budget.saturating_sub(n);
-                }
-                Backlogged::Empty => {}
-                Backlogged::Short { .. } | Backlogged::Over => {
-                    q.kick.kick();
-                    return dropped;
-                }
-                Backlogged::Broken => return dropped,
-            }
-            // Packets queued while the ring was held are this thread's to
-            // write (their deliverers found it taken).
-            if lock(&q.pkts).pkts.is_empty() {
-                return dropped;
-            }
+            },
+        );
+        if kick {
+            q.kick.kick();
         }
+        dropped.get()
     }
 
-    /// Writes packets from queue `q`'s backlog into its ring `f` (held by
+    /// Writes packets from a queue's backlog into its ring `f` (held by
     /// the caller): those that fit in the posted buffers, at most `max`,
     /// up to the first longer than `max_len` ([`Backlogged::Over`] if that
     /// one is the head).
     fn fill_from_backlog(
         &self,
-        q: &RxQueue,
+        backlog: &BacklogLock<Backlog>,
         f: &mut RxFill,
         max: usize,
         max_len: usize,
@@ -476,7 +466,7 @@ impl Shared {
         let mut short = None;
         let mut long = false;
         {
-            let mut b = lock(&q.pkts);
+            let mut b = lock_backlog(backlog);
             let mut used = 0;
             while batch.len() < max {
                 let Some(p) = b.pkts.front() else { break };
@@ -838,13 +828,13 @@ impl RxWorker {
 
     /// Runs `f` on the ring (`None` once it is gone).
     fn with_ring<T>(&self, f: impl FnOnce(&mut RxFill) -> T) -> Option<T> {
-        lock(&self.q.ring).as_mut().map(f)
+        self.q.rx.ring().as_mut().map(f)
     }
 
     pub(crate) fn run(self) {
         self.serve();
         // Unmap the ring now, not when the last holder of the vif goes.
-        *lock(&self.q.ring) = None;
+        *self.q.rx.ring() = None;
     }
 
     fn serve(&self) {
@@ -910,12 +900,12 @@ impl RxWorker {
                     // A deliverer that found the ring held by this thread
                     // left its packets to it without a kick: look once more
                     // now that it is let go.
-                    if !lock(&self.q.pkts).pkts.is_empty() {
+                    if !self.q.rx.backlog().is_empty() {
                         continue;
                     }
                     idle_since = None;
                     self.q.kick.wait(sleep);
-                    window.slept(since.elapsed(), !lock(&self.q.pkts).pkts.is_empty());
+                    window.slept(since.elapsed(), !self.q.rx.backlog().is_empty());
                     continue;
                 }
             };
@@ -963,12 +953,15 @@ impl RxWorker {
 
     /// Fills the ring from the backlog, at most a batch.
     fn drain_backlog(&self) -> Backlogged {
-        if lock(&self.q.pkts).pkts.is_empty() {
+        if self.q.rx.backlog().is_empty() {
             return Backlogged::Empty; // without taking the ring from a deliverer
         }
-        let mut g = lock(&self.q.ring);
+        let mut g = self.q.rx.ring();
         match g.as_mut() {
-            Some(f) => self.shared.fill_from_backlog(&self.q, f, BATCH, usize::MAX),
+            Some(f) => {
+                self.shared
+                    .fill_from_backlog(self.q.rx.backlog_lock(), f, BATCH, usize::MAX)
+            }
             None => Backlogged::Broken,
         }
     }
@@ -980,7 +973,7 @@ impl RxWorker {
         st.add(&st.rx_stalls, 1);
         self.shared.set_carrier(false);
         for q in &self.shared.queues {
-            let n = lock(&q.pkts).clear();
+            let n = q.rx.backlog().clear();
             st.add(&st.rx_dropped, n as u64);
         }
     }
