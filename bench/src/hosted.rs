@@ -199,7 +199,7 @@ fn stop_on_eof() -> Arc<AtomicBool> {
 /// process (the backend domain), through the hypervisor daemon: the ring
 /// pages are the frontend's, granted and mapped by the backend; each side
 /// notifies the other over an event channel only when the ring's hold-off
-/// asks for it, and sleeps on its port after [`SPIN_POLLS`] empty polls.
+/// asks for it, and sleeps on its port after 2000 empty polls (`SPIN_POLLS`).
 pub struct HostedRing {
     // Drop order: the ring and our domain, then the child, then the daemon.
     ring: FrontRing<pvio_hv::Window<Arc<pvio_shmem::MemfdMem>>, Req, Rsp>,

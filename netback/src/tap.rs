@@ -278,7 +278,7 @@ impl Port for TapPort {
         self.write_one(&h, &data)
     }
 
-    /// Up to [`sys::TapRing::DEPTH`] frames per system call (io_uring);
+    /// Up to 64 frames per system call (io_uring; `sys::TapRing::DEPTH`);
     /// one `writev` each without it.
     fn transmit_batch(&self, pkts: &mut Vec<Packet>) -> usize {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());

@@ -33,7 +33,7 @@
 //! * [`HeapMem`]: page-aligned, zeroed heap pages (one process).
 //! * [`MemfdMem`]: a memfd mapped shared, sealed against shrinking and growing,
 //!   shareable with another process by passing its fd.
-//! * [`LoomMem`] (feature `loom`): every 32-bit word is a loom atomic, so the
+//! * `LoomMem` (feature `loom`): every 32-bit word is a loom atomic, so the
 //!   ring and grant protocols can be model-checked with the very code that
 //!   runs in production (loom atomics cannot be laid over a mapped page, so
 //!   the model swaps the memory, not the atomic types).
@@ -419,7 +419,7 @@ pub trait SharedMem {
     fn fetch_and_u64(&self, offset: usize, val: u64, order: Ordering) -> Result<u64, MemError>;
 
     /// A memory fence of the given ordering, in the memory model this region
-    /// lives in (a real fence for real memory, a loom fence for [`LoomMem`]).
+    /// lives in (a real fence for real memory, a loom fence for `LoomMem`).
     fn fence(&self, order: Ordering);
 }
 
