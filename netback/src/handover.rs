@@ -13,8 +13,9 @@
 //!   order. Lock order: the ring, then the backlog.
 //! * A deliverer that finds the ring held queues its packets, then tries
 //!   once more. Every holder looks at the backlog again after letting go
-//!   (before it returns, or sleeps), and writes what it finds if the ring is
-//!   free. The backlog lock orders that look after the queueing: whoever
+//!   (before it returns, or sleeps waiting for packets; the RX thread
+//!   waiting for the frontend's buffers has the backlog's head in hand and
+//!   needs no look), and writes what it finds if the ring is free. The backlog lock orders that look after the queueing: whoever
 //!   held the ring at the second try lets go after the packets were queued,
 //!   so it sees them. No packet is left queued with nobody to write it
 //!   unless somebody was told so ([`Next::Kick`]).
