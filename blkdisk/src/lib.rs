@@ -11,8 +11,7 @@
 //! Sectors are always 512 bytes (`spec/blkif.md` §1), whatever the device's
 //! logical sector size.
 
-// Only `sys` (the io_uring submissions and `statx`) may use `unsafe`; it
-// opts in with `#![allow(unsafe_code)]`.
+// Only `sys` (the io_uring submissions and `statx`) opts out of this lint.
 #![deny(unsafe_code)]
 
 mod file;

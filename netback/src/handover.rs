@@ -4,21 +4,21 @@
 //! are the caller's; this module is the locking protocol, generic so that
 //! a loom model (below) checks it with a stand-in ring.
 //!
-//! The rules:
+//! The rules (Linux's qdisc run has the same shape):
 //!
-//! * The ring is taken with `try_lock` by deliverers (they never wait for
-//!   it) and with `lock` by the RX thread. Packets reach the ring only
-//!   under its lock, from the backlog's head or, while the backlog is
-//!   empty, straight from a deliverer: a queue's packets reach the ring in
-//!   order. Lock order: the ring, then the backlog.
-//! * A deliverer that finds the ring held queues its packets, then tries
-//!   once more. Every holder looks at the backlog again after letting go
-//!   (before it returns, or sleeps waiting for packets; the RX thread
-//!   waiting for the frontend's buffers has the backlog's head in hand and
-//!   needs no look), and writes what it finds if the ring is free. The backlog lock orders that look after the queueing: whoever
-//!   held the ring at the second try lets go after the packets were queued,
-//!   so it sees them. No packet is left queued with nobody to write it
-//!   unless somebody was told so ([`Next::Kick`]).
+//! * A deliverer queues its packets, then tries to take the ring with
+//!   `try_lock` (it never waits for it); the RX thread takes it with
+//!   `lock`. Packets reach the ring only from the backlog's head, under the
+//!   ring's lock, so a queue's packets reach the ring in order. Lock
+//!   order: the ring, then the backlog.
+//! * Every holder looks at the backlog again after letting go (before it
+//!   returns, or sleeps waiting for packets; the RX thread waiting for the
+//!   frontend's buffers has the backlog's head in hand and needs no look),
+//!   and writes what it finds if the ring is free. The backlog lock orders
+//!   that look after the queueing: a deliverer whose `try_lock` failed
+//!   queued before it, so the holder at that moment lets go after the
+//!   packets were queued and sees them. No packet is left queued with
+//!   nobody to write it unless somebody was told so ([`Next::Kick`]).
 
 #[cfg(not(feature = "loom"))]
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -83,31 +83,24 @@ impl<R, B: Queue> Handover<R, B> {
         &self.backlog
     }
 
-    /// The deliverer's side. `own`: this caller's packets, in order.
-    /// `queue` appends packets to the backlog (what does not fit is its to
-    /// drop). `holding` runs with the ring held (`None` if it is gone):
-    /// it must leave `own` empty — written (only while the backlog is
-    /// empty), queued through the backlog it is given, or dropped — and may
-    /// write from the backlog. Returns whether the RX thread must be kicked.
-    pub(crate) fn deliver<T>(
+    /// The deliverer's side: `queue` adds this caller's packets to the
+    /// backlog (what does not fit is its to drop), then `holding` runs each
+    /// time the ring is taken (`None` if it is gone) and writes from the
+    /// backlog. Returns whether the RX thread must be kicked.
+    pub(crate) fn deliver(
         &self,
-        mut own: Vec<T>,
-        mut queue: impl FnMut(&mut B, Vec<T>),
-        mut holding: impl FnMut(Option<&mut R>, &Mutex<B>, &mut Vec<T>) -> Next,
+        queue: impl FnOnce(&mut B),
+        mut holding: impl FnMut(Option<&mut R>, &Mutex<B>) -> Next,
     ) -> bool {
+        queue(&mut lock(&self.backlog));
         loop {
             let mut g = match self.ring.try_lock() {
                 Ok(g) => g,
                 Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) if !own.is_empty() => {
-                    // Queue them, then try once more (the module's rules).
-                    queue(&mut lock(&self.backlog), std::mem::take(&mut own));
-                    continue;
-                }
+                // The holder looks at the backlog after letting go.
                 Err(TryLockError::WouldBlock) => return false,
             };
-            let next = holding(g.as_mut(), &self.backlog, &mut own);
-            debug_assert!(own.is_empty());
+            let next = holding(g.as_mut(), &self.backlog);
             drop(g);
             match next {
                 Next::Look => {}
@@ -134,6 +127,7 @@ mod loom_model {
     use std::collections::VecDeque;
 
     use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -143,23 +137,31 @@ mod loom_model {
         }
     }
 
-    type H = Handover<Vec<u32>, VecDeque<u32>>;
+    /// The stand-in ring: what was written, in order. Writing is a
+    /// visible step (the grant copies and the response, after the backlog
+    /// is let go and before the ring is), so other threads can run there.
+    #[derive(Default)]
+    struct Ring {
+        written: Vec<u32>,
+        published: AtomicUsize,
+    }
 
-    /// A deliverer as netback's: its own packets straight to the ring
-    /// while nothing is queued, else queued; then everything queued.
+    impl Ring {
+        fn write(&mut self, batch: Vec<u32>) {
+            self.published.fetch_add(batch.len(), Ordering::SeqCst);
+            self.written.extend(batch);
+        }
+    }
+
+    type H = Handover<Ring, VecDeque<u32>>;
+
+    /// A deliverer as netback's: queue, then write everything queued.
     fn deliver(h: &H, own: Vec<u32>) -> bool {
         h.deliver(
-            own,
-            |b, items| b.extend(items),
-            |ring, backlog, own| {
-                let ring = ring.expect("ring");
-                let mut b = lock_backlog(backlog);
-                if b.is_empty() {
-                    ring.append(own);
-                } else {
-                    b.extend(own.drain(..));
-                }
-                ring.extend(b.drain(..));
+            |b| b.extend(own),
+            |ring, backlog| {
+                let batch: Vec<u32> = lock_backlog(backlog).drain(..).collect();
+                ring.expect("ring").write(batch);
                 Next::Look
             },
         )
@@ -178,14 +180,14 @@ mod loom_model {
     }
 
     /// Two deliverers, no RX thread: once both have returned without a
-    /// kick, every packet is on the ring, each sender's in order. (The
-    /// first version queued after a failed `try_lock` without trying
-    /// again: a holder that had already looked at the backlog left the
-    /// packets there.)
+    /// kick, every packet is on the ring, each sender's in order. (A
+    /// version that wrote its own packets first and queued them only after
+    /// a failed `try_lock`, without trying again, failed here: a holder
+    /// that had already looked at the backlog left them there.)
     #[test]
     fn deliverers_strand_nothing() {
         loom::model(|| {
-            let h: Arc<H> = Arc::new(Handover::new(Vec::new(), VecDeque::new()));
+            let h: Arc<H> = Arc::new(Handover::new(Ring::default(), VecDeque::new()));
             let t = {
                 let h = h.clone();
                 loom::thread::spawn(move || deliver(&h, vec![1, 2]))
@@ -194,7 +196,7 @@ mod loom_model {
             let k1 = t.join().unwrap();
             assert!(!k1 && !k2, "nothing is left to the RX thread here");
             assert!(h.backlog().is_empty(), "a packet was left queued");
-            check(h.ring().as_ref().unwrap(), &[&[1, 2], &[3]]);
+            check(&h.ring().as_ref().unwrap().written, &[&[1, 2], &[3]]);
         });
     }
 
@@ -204,7 +206,7 @@ mod loom_model {
     #[test]
     fn deliverer_and_rx_thread_strand_nothing() {
         loom::model(|| {
-            let h: Arc<H> = Arc::new(Handover::new(Vec::new(), VecDeque::new()));
+            let h: Arc<H> = Arc::new(Handover::new(Ring::default(), VecDeque::new()));
             h.backlog().push_back(1);
             let rx = {
                 let h = h.clone();
@@ -214,8 +216,8 @@ mod loom_model {
                             break; // the look before sleeping
                         }
                         let mut g = h.ring();
-                        let ring = g.as_mut().unwrap();
-                        ring.extend(h.backlog().drain(..));
+                        let batch: Vec<u32> = h.backlog().drain(..).collect();
+                        g.as_mut().unwrap().write(batch);
                     }
                 })
             };
@@ -223,7 +225,7 @@ mod loom_model {
             rx.join().unwrap();
             assert!(!kick);
             assert!(h.backlog().is_empty(), "a packet was left queued");
-            check(h.ring().as_ref().unwrap(), &[&[1, 2, 3]]);
+            check(&h.ring().as_ref().unwrap().written, &[&[1, 2, 3]]);
         });
     }
 }

@@ -6,14 +6,12 @@
 //! round) into `BytesMut` buffers, answers each consumed slot, publishes,
 //! and hands the packets to the port, within the credit of the `rate` key.
 //!
-//! RX: whoever finds a queue's RX ring free writes into it
-//! ([`Shared::hand_over`], under the locking protocol of
-//! [`crate::handover`], which a loom model checks): a thread delivering
-//! packets (another vif's TX
-//! thread, the TAP reader) writes them straight into the frontend's posted
-//! buffers while nothing waits before them, with no hand-off to the RX
-//! thread. What does not fit, or finds the ring busy, goes to the bounded
-//! backlog. The RX thread drains what deliverers leave: it waits until the
+//! RX: packets go to a bounded backlog per queue, and whoever finds the
+//! queue's RX ring free writes from it ([`Shared::hand_over`], under the
+//! locking protocol of [`crate::handover`], which a loom model checks): a
+//! thread delivering packets (another vif's TX thread, the TAP reader)
+//! writes small ones into the frontend's posted buffers itself, with no
+//! hand-off to the RX thread. The RX thread writes what deliverers leave: it waits until the
 //! frontend has posted enough RX requests for the head packet, fills the
 //! slots with grant copies (one batch per round) and writes each response
 //! (or GSO extra) into the slot of the request it consumed (NB18). A head
@@ -28,7 +26,6 @@
 //! backlog, and not while it waits for the frontend's buffers: those kicks
 //! would only wake it to find the ring still empty.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -371,11 +368,11 @@ impl Shared {
 
 impl Shared {
     /// Hands packets for queue `qi` on, in order, under the hand-over
-    /// protocol ([`crate::handover`]). Holding the ring, a deliverer writes
-    /// small packets (up to [`DIRECT_MAX`]; the RX thread is neither woken
-    /// nor switched to): its own straight away while nothing waits in the
-    /// backlog before them, then from the backlog, which includes what other
-    /// threads queued while it held the ring, up to [`BATCH`] of theirs. The
+    /// protocol ([`crate::handover`]): queued, then, if the ring is free,
+    /// written by this thread (the RX thread is neither woken nor switched
+    /// to) from the backlog's head while the packets are small (up to
+    /// [`DIRECT_MAX`]): its own, and what other threads queued while it held
+    /// the ring, up to [`BATCH`] of theirs. The
     /// RX thread is kicked for what deliverers leave: a large packet, a head
     /// packet waiting for buffers, or a backlog longer than the budget.
     /// Returns how many were dropped.
@@ -386,43 +383,17 @@ impl Shared {
     fn hand_over(&self, qi: usize, pkts: Vec<Packet>) -> usize {
         let q = &self.queues[qi];
         let st = &self.stats;
-        let dropped = Cell::new(0);
-        let mut budget = BATCH;
+        let mut dropped = 0;
+        let mut budget = pkts.len() + BATCH;
         let kick = q.rx.deliver(
-            pkts,
-            |b, pkts| dropped.set(dropped.get() + self.enqueue(b, pkts)),
-            |ring, backlog, own| {
+            |b| dropped = self.enqueue(b, pkts),
+            |ring, backlog| {
                 let Some(f) = ring else {
                     // The RX thread has ended: the vif is going.
-                    st.add(&st.rx_dropped, own.len() as u64);
-                    dropped.set(dropped.get() + own.len());
-                    own.clear();
+                    let n = lock_backlog(backlog).clear();
+                    st.add(&st.rx_dropped, n as u64);
                     return Next::Stop;
                 };
-                if !own.is_empty() {
-                    if lock_backlog(backlog).is_empty() {
-                        match f.fitting(own, DIRECT_MAX) {
-                            Ok(0) => {}
-                            Ok(n) => {
-                                f.fill(self, &own[..n]);
-                                own.drain(..n);
-                                st.add(&st.rx_direct, n as u64);
-                            }
-                            Err(e) => self.disable(format!("RX ring: {e}")),
-                        }
-                    }
-                    if !self.accepting() {
-                        // Disabled by the fill, or meanwhile.
-                        st.add(&st.rx_dropped, own.len() as u64);
-                        dropped.set(dropped.get() + own.len());
-                        own.clear();
-                        return Next::Stop;
-                    }
-                    if !own.is_empty() {
-                        let n = self.enqueue(&mut lock_backlog(backlog), own.drain(..));
-                        dropped.set(dropped.get() + n);
-                    }
-                }
                 if budget == 0 {
                     return Next::Kick;
                 }
@@ -441,7 +412,7 @@ impl Shared {
         if kick {
             q.kick.kick();
         }
-        dropped.get()
+        dropped
     }
 
     /// Writes packets from a queue's backlog into its ring `f` (held by
@@ -980,23 +951,6 @@ impl RxWorker {
 }
 
 impl RxFill {
-    /// How many of `pkts`, from the first, fit in the posted buffers, up
-    /// to the first longer than `max_len`.
-    fn fitting(&mut self, pkts: &[Packet], max_len: usize) -> Result<usize, pvio_ring::RingError> {
-        if pkts.first().is_none_or(|p| p.data.len() > max_len) {
-            return Ok(0);
-        }
-        let avail = self.ring.unconsumed_requests()?;
-        let mut used = 0;
-        Ok(pkts
-            .iter()
-            .take_while(|p| {
-                used += rx_slots(p);
-                p.data.len() <= max_len && used <= avail
-            })
-            .count())
-    }
-
     /// Writes `batch` into the posted buffers: one grant-copy batch, then
     /// every response in its request's slot.
     fn fill(&mut self, shared: &Shared, batch: &[Packet]) {
